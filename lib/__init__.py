@@ -1,6 +1,24 @@
 """CNN visualization for TensorFlow 2 / Keras 3: builders in `lib.nets`, methods in `lib.methods`."""
 
+import contextlib
 import os
 
-# TensorFlow's C++ start-up log is noise for our users; respect a value they set themselves.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Sends file descriptor 2 to /dev/null: TensorFlow's C++ start-up lines bypass Python logging."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+# TensorFlow's start-up log is noise for our users; a value they set themselves wins.
+if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    with _stderr_silenced():
+        import tensorflow  # noqa: F401  (imported here once, quietly)

@@ -1,0 +1,92 @@
+"""VGG19 (Simonyan & Zisserman 2015) with the layer names of the original collection.
+
+Reference: "Very Deep Convolutional Networks for Large-Scale Image Recognition", ICLR 2015.
+The same builder makes the narrow, global-average-pooling variants the project trains itself
+(`lib.nets.bundled`), so every VGG-style model here shares one architecture definition.
+"""
+
+import keras
+
+from lib.nets.layers import CaffePreprocess
+
+VGG19_WIDTHS = (64, 128, 256, 512, 512)
+VGG19_CONVS_PER_BLOCK = (2, 2, 4, 4, 4)
+
+
+def vgg19(
+    weights=None,
+    include_top=True,
+    classes=1000,
+    input_shape=None,
+    classifier_activation=None,
+    *,
+    widths=VGG19_WIDTHS,
+    convs_per_block=VGG19_CONVS_PER_BLOCK,
+    top="fc",
+    fc_width=4096,
+    name="vgg19",
+):
+    """Builds VGG19 taking RGB images in 0-255 and doing the Caffe preprocessing inside.
+
+    Layers are named `conv1_1 .. conv5_4` (3x3 convolutions with fused ReLU), `pool1 .. pool5`,
+    and, with the top, `fc6, fc7, fc8`. With the defaults the model has exactly the 143,667,240
+    parameters of `keras.applications.VGG19`.
+
+    Args:
+        weights: `None` (random), `"imagenet"` (Keras's download and cache), or a path to a
+            tensorflow-vgg `vgg19.npy` or a Keras weights file (`.weights.h5` or legacy `.h5`).
+        include_top: add the classifier (`top`). Without it, and with `input_shape=None`, the
+            model accepts images of any size (fully convolutional, as the original ran it).
+        classes: number of output classes.
+        input_shape: `(H, W, 3)`; defaults to `(224, 224, 3)` for the `"fc"` top, else any size.
+        classifier_activation: `None` for logits (what visualizations explain) or e.g. `"softmax"`.
+        widths: channels of the convolutions of each block; fewer entries build fewer blocks.
+        convs_per_block: number of convolutions in each block, same length as `widths`.
+        top: `"fc"` for VGG's flatten + fc6 + fc7 + fc8, or `"gap"` for global average pooling
+            straight into the `fc8` classifier; `"gap"` drops the last block's pooling to keep a
+            finer last feature map, as Zhou et al. (CVPR'16) did for CAM.
+        fc_width: units of fc6 and fc7 (the `"fc"` top only).
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` mapping `(N, H, W, 3)` RGB 0-255 images to `(N, classes)` scores,
+        or to the last feature map `(N, h, w, widths[-1])` without the top.
+
+    Raises:
+        ValueError: `widths` and `convs_per_block` differ in length, or `top` is unknown.
+        lib.errors.WeightsError, lib.errors.MissingFileError: the weights cannot be loaded.
+    """
+    if len(widths) != len(convs_per_block):
+        raise ValueError(
+            f"widths {widths} and convs_per_block {convs_per_block} must have the same length"
+        )
+    if top not in ("fc", "gap"):
+        raise ValueError(f"top={top!r} is not one of 'fc', 'gap'")
+    if input_shape is None:
+        input_shape = (224, 224, 3) if include_top and top == "fc" else (None, None, 3)
+
+    images = keras.Input(shape=input_shape, name="images")
+    x = CaffePreprocess(name="preprocess")(images)
+    for block, (width, num_convs) in enumerate(zip(widths, convs_per_block), start=1):
+        for i in range(1, num_convs + 1):
+            x = keras.layers.Conv2D(
+                width, 3, padding="same", activation="relu", name=f"conv{block}_{i}"
+            )(x)
+        if not (include_top and top == "gap" and block == len(widths)):
+            x = keras.layers.MaxPooling2D(2, strides=2, name=f"pool{block}")(x)
+
+    if include_top:
+        if top == "fc":
+            x = keras.layers.Flatten(name="flatten")(x)
+            x = keras.layers.Dense(fc_width, activation="relu", name="fc6")(x)
+            x = keras.layers.Dense(fc_width, activation="relu", name="fc7")(x)
+        else:
+            x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+        x = keras.layers.Dense(classes, activation=classifier_activation, name="fc8")(x)
+
+    model = keras.Model(images, x, name=name)
+    if weights is not None:
+        from lib.nets.weights import load_vgg19_weights
+
+        load_vgg19_weights(model, weights)
+    return model
