@@ -57,9 +57,7 @@ def vgg19(
         lib.errors.WeightsError, lib.errors.MissingFileError: the weights cannot be loaded.
     """
     if len(widths) != len(convs_per_block):
-        raise ValueError(
-            f"widths {widths} and convs_per_block {convs_per_block} must have the same length"
-        )
+        raise ValueError(f"widths {widths} and convs_per_block {convs_per_block} must have the same length")
     if top not in ("fc", "gap"):
         raise ValueError(f"top={top!r} is not one of 'fc', 'gap'")
     if input_shape is None:
@@ -67,11 +65,9 @@ def vgg19(
 
     images = keras.Input(shape=input_shape, name="images")
     x = CaffePreprocess(name="preprocess")(images)
-    for block, (width, num_convs) in enumerate(zip(widths, convs_per_block), start=1):
+    for block, (width, num_convs) in enumerate(zip(widths, convs_per_block, strict=True), start=1):
         for i in range(1, num_convs + 1):
-            x = keras.layers.Conv2D(
-                width, 3, padding="same", activation="relu", name=f"conv{block}_{i}"
-            )(x)
+            x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{block}_{i}")(x)
         if not (include_top and top == "gap" and block == len(widths)):
             x = keras.layers.MaxPooling2D(2, strides=2, name=f"pool{block}")(x)
 
