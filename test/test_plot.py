@@ -1,0 +1,149 @@
+"""Plotting: overlay limits, display scaling properties, real PNGs, atomic writes."""
+
+import imageio.v3 as iio
+import matplotlib
+import numpy as np
+import pytest
+import scipy.io
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from matplotlib.artist import Artist
+
+from lib.errors import InputError
+from lib.plot import (
+    figure_rows,
+    image_grid,
+    normalize_input_map,
+    overlay,
+    save_array,
+    save_figure,
+    save_mat,
+    to_uint8,
+)
+
+RNG = np.random.default_rng(0)
+IMAGE = RNG.integers(0, 256, (16, 20, 3), dtype=np.uint8)
+HEATMAP = RNG.uniform(0, 1, (16, 20))
+
+
+def test_overlay_alpha_0_is_the_image_and_alpha_1_the_colormap():
+    np.testing.assert_array_equal(overlay(IMAGE, HEATMAP, alpha=0), IMAGE)
+    np.testing.assert_array_equal(overlay(IMAGE.astype(np.float32), HEATMAP, alpha=0.0), IMAGE)
+    jet = to_uint8(matplotlib.colormaps["jet"](HEATMAP)[..., :3])
+    np.testing.assert_array_equal(overlay(IMAGE, HEATMAP, alpha=1), jet)
+    half = overlay(IMAGE, HEATMAP, cmap="viridis")
+    assert half.dtype == np.uint8 and half.shape == IMAGE.shape
+    assert not np.array_equal(half, IMAGE)
+
+
+def test_overlay_rejects_what_it_cannot_draw():
+    with pytest.raises(InputError, match="resize it first"):
+        overlay(IMAGE, HEATMAP[:8])
+    with pytest.raises(InputError, match=r"scale it to \[0, 1\]"):
+        overlay(IMAGE, HEATMAP * 2)
+    with pytest.raises(InputError, match="unknown colormap 'nope'"):
+        overlay(IMAGE, HEATMAP, cmap="nope")
+
+
+maps = arrays(
+    np.float32,
+    st.tuples(st.integers(1, 6), st.integers(1, 6), st.just(3)),
+    elements=st.floats(-1e6, 1e6, width=32),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(maps, st.sampled_from([50, 90, 99, 100]))
+def test_normalize_input_map_properties(x, percentile):
+    out = normalize_input_map(x, percentile)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    scale = np.abs(x).max()
+    clear = np.abs(x) > 1e-6 * scale  # below float32 resolution around 0.5 a value may round to 0.5
+    np.testing.assert_array_equal(np.sign(out - 0.5)[clear], np.sign(x)[clear])
+    assert np.all(out[x == 0] == 0.5)
+    order = np.argsort(x, axis=None)  # monotone: never reorders values
+    assert np.all(np.diff(out.ravel()[order]) >= 0)
+
+
+def test_normalize_input_map_zero_and_scale():
+    np.testing.assert_array_equal(normalize_input_map(np.zeros((4, 4, 3))), np.full((4, 4, 3), 0.5))
+    x = np.linspace(-2, 4, 48).reshape(4, 4, 3)
+    out = normalize_input_map(x, percentile=100)
+    assert out.max() == 1.0 and out.min() == pytest.approx(0.25)  # -2 -> 0.5 - 0.5 * 2 / 4
+    sparse = np.zeros((10, 10, 3))
+    sparse[0, 0, 0] = -3.0  # 99th percentile of |x| is 0: falls back to the largest magnitude
+    assert normalize_input_map(sparse)[0, 0, 0] == 0.0
+
+
+def test_to_uint8_rounds_and_clips():
+    np.testing.assert_array_equal(to_uint8([-0.5, 0, 0.5, 1, 2]), [0, 0, 128, 255, 255])
+    np.testing.assert_array_equal(to_uint8([0.4, 254.6], value_range=(0, 255)), [0, 255])
+    with pytest.raises(InputError, match="NaN"):
+        to_uint8([np.nan])
+
+
+def read_png(path):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return iio.imread(path)
+
+
+def test_image_grid_saves_a_real_png_of_the_figure_size(tmp_path):
+    tiles = [RNG.uniform(0, 1, (5, 5)) for _ in range(5)] + [IMAGE]
+    fig = image_grid(tiles, ncols=4, titles=[f"#{i}" for i in range(6)], suptitle="filters")
+    width, height = fig.get_size_inches() * 80
+    path = save_figure(fig, tmp_path / "grid.png", dpi=80)
+    pixels = read_png(path)
+    assert pixels.shape[:2] == (round(height), round(width))
+    assert pixels[..., :3].std() > 10  # drawn, not blank
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]
+
+
+def test_figure_rows_titles_colorbar_and_png(tmp_path):
+    row = [IMAGE, overlay(IMAGE, HEATMAP), HEATMAP]
+    fig = figure_rows(
+        [row, row[:2]],
+        col_titles=["image", "Grad-CAM", "Guided Grad-CAM"],
+        row_titles=["tabby 0.82", "tiger 0.11"],
+        colorbar=True,
+    )
+    grid = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert [ax.get_title() for ax in grid[:3]] == ["image", "Grad-CAM", "Guided Grad-CAM"]
+    assert grid[3].get_ylabel() == "tiger 0.11" and not grid[5].get_visible()
+    assert len(fig.axes) == 7  # six cells and the colorbar
+    pixels = read_png(save_figure(fig, tmp_path / "rows.png", dpi=50))
+    assert pixels.shape[:2] == tuple(np.round(fig.get_size_inches()[::-1] * 50).astype(int))
+    assert pixels[..., :3].std() > 10
+    with pytest.raises(InputError, match="row_titles"):
+        figure_rows([row], row_titles=["a", "b"])
+
+
+class Exploding(Artist):
+    def draw(self, renderer):
+        raise RuntimeError("boom while rendering")
+
+
+def test_failed_render_leaves_no_file_and_keeps_the_old_one(tmp_path):
+    fig = image_grid([HEATMAP], ncols=1)
+    fig.add_artist(Exploding())
+    with pytest.raises(RuntimeError, match="boom"):
+        save_figure(fig, tmp_path / "new.png")
+    assert list(tmp_path.iterdir()) == []
+    old = tmp_path / "old.png"
+    old.write_bytes(b"previous")
+    with pytest.raises(RuntimeError, match="boom"):
+        save_figure(fig, old)
+    assert old.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["old.png"]
+
+
+def test_save_array_and_mat_round_trip(tmp_path):
+    maps = RNG.uniform(0, 1, (2, 3, 7, 7)).astype(np.float32)
+    np.testing.assert_array_equal(np.load(save_array(tmp_path / "sub" / "maps.npy", maps)), maps)
+    loaded = scipy.io.loadmat(save_mat(tmp_path / "maps.mat", {"cam": maps, "ids": np.arange(3)}))
+    np.testing.assert_array_equal(loaded["cam"], maps)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["maps.mat", "maps.npy", "sub"]
+    with pytest.raises(InputError, match="not strings"):
+        save_mat(tmp_path / "bad.mat", {1: maps})
+    assert not (tmp_path / "bad.mat").exists()
