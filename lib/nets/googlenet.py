@@ -45,19 +45,11 @@ def inception(x, block, widths):
     n1, n3_reduce, n3, n5_reduce, n5, pool_proj = widths
     prefix = f"inception_{block}"
     branch1 = _conv(x, n1, 1, f"{prefix}_1x1")
-    branch3 = _conv(
-        _conv(x, n3_reduce, 1, f"{prefix}_3x3_reduce"), n3, 3, f"{prefix}_3x3"
-    )
-    branch5 = _conv(
-        _conv(x, n5_reduce, 1, f"{prefix}_5x5_reduce"), n5, 5, f"{prefix}_5x5"
-    )
-    pooled = keras.layers.MaxPooling2D(
-        3, strides=1, padding="same", name=f"{prefix}_pool"
-    )(x)
+    branch3 = _conv(_conv(x, n3_reduce, 1, f"{prefix}_3x3_reduce"), n3, 3, f"{prefix}_3x3")
+    branch5 = _conv(_conv(x, n5_reduce, 1, f"{prefix}_5x5_reduce"), n5, 5, f"{prefix}_5x5")
+    pooled = keras.layers.MaxPooling2D(3, strides=1, padding="same", name=f"{prefix}_pool")(x)
     branch_pool = _conv(pooled, pool_proj, 1, f"{prefix}_pool_proj")
-    return keras.layers.Concatenate(name=f"{prefix}_output")(
-        [branch1, branch3, branch5, branch_pool]
-    )
+    return keras.layers.Concatenate(name=f"{prefix}_output")([branch1, branch3, branch5, branch_pool])
 
 
 def googlenet(
@@ -99,9 +91,7 @@ def googlenet(
         lib.errors.WeightsError, lib.errors.MissingFileError: the weights cannot be loaded.
     """
     if last_block not in INCEPTION_BLOCKS:
-        raise ValueError(
-            f"last_block={last_block!r} is not one of {', '.join(INCEPTION_BLOCKS)}"
-        )
+        raise ValueError(f"last_block={last_block!r} is not one of {', '.join(INCEPTION_BLOCKS)}")
     if width <= 0:
         raise ValueError(f"width={width} must be positive")
     if input_shape is None:
@@ -123,18 +113,14 @@ def googlenet(
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool2_3x3_s2")(x)
     for block, widths in INCEPTION_BLOCKS.items():
         if block in STAGE_POOLS:
-            x = keras.layers.MaxPooling2D(
-                3, strides=2, padding="same", name=STAGE_POOLS[block]
-            )(x)
+            x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=STAGE_POOLS[block])(x)
         x = inception(x, block, [scaled(c) for c in widths])
         if block == last_block:
             break
 
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="pool5_7x7_s1")(x)
-        x = keras.layers.Dense(
-            classes, activation=classifier_activation, name="loss3_classifier"
-        )(x)
+        x = keras.layers.Dense(classes, activation=classifier_activation, name="loss3_classifier")(x)
 
     model = keras.Model(images, x, name=name)
     if weights is not None:
