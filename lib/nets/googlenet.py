@@ -7,7 +7,7 @@ The same inception code builds the narrow variants the project trains itself (`l
 
 import keras
 
-from lib.nets.layers import CaffePreprocess, LocalResponseNorm
+from lib.nets.layers import CaffePreprocess, LocalResponseNorm, conv_relu
 
 # Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) for each inception block.
 INCEPTION_BLOCKS = {
@@ -25,30 +25,29 @@ INCEPTION_BLOCKS = {
 STAGE_POOLS = {"4a": "pool3_3x3_s2", "5a": "pool4_3x3_s2"}
 
 
-def _conv(x, filters, kernel, name, strides=1, padding="same"):
-    return keras.layers.Conv2D(
-        filters, kernel, strides=strides, padding=padding, activation="relu", name=name
-    )(x)
-
-
-def inception(x, block, widths):
+def inception(x, block, widths, batch_norm=False):
     """One inception module: four parallel branches concatenated on channels.
 
     Args:
         x: input tensor `(N, h, w, c)`.
         block: block id such as `"3a"`; layers are named `inception_3a_1x1` and so on.
         widths: `(#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj)`.
+        batch_norm: see `lib.nets.layers.conv_relu`.
 
     Returns:
         The `inception_<block>_output` tensor `(N, h, w, #1x1 + #3x3 + #5x5 + pool proj)`.
     """
     n1, n3_reduce, n3, n5_reduce, n5, pool_proj = widths
     prefix = f"inception_{block}"
-    branch1 = _conv(x, n1, 1, f"{prefix}_1x1")
-    branch3 = _conv(_conv(x, n3_reduce, 1, f"{prefix}_3x3_reduce"), n3, 3, f"{prefix}_3x3")
-    branch5 = _conv(_conv(x, n5_reduce, 1, f"{prefix}_5x5_reduce"), n5, 5, f"{prefix}_5x5")
+
+    def conv(inputs, filters, kernel, suffix):
+        return conv_relu(inputs, filters, kernel, f"{prefix}_{suffix}", batch_norm=batch_norm)
+
+    branch1 = conv(x, n1, 1, "1x1")
+    branch3 = conv(conv(x, n3_reduce, 1, "3x3_reduce"), n3, 3, "3x3")
+    branch5 = conv(conv(x, n5_reduce, 1, "5x5_reduce"), n5, 5, "5x5")
     pooled = keras.layers.MaxPooling2D(3, strides=1, padding="same", name=f"{prefix}_pool")(x)
-    branch_pool = _conv(pooled, pool_proj, 1, f"{prefix}_pool_proj")
+    branch_pool = conv(pooled, pool_proj, 1, "pool_proj")
     return keras.layers.Concatenate(name=f"{prefix}_output")([branch1, branch3, branch5, branch_pool])
 
 
@@ -61,6 +60,7 @@ def googlenet(
     *,
     width=1.0,
     last_block="5b",
+    batch_norm=False,
     name="googlenet",
 ):
     """Builds GoogLeNet taking RGB images in 0-255 and doing the Caffe preprocessing inside.
@@ -104,17 +104,17 @@ def googlenet(
     x = CaffePreprocess(name="preprocess")(images)
     # Caffe pads the 7x7 stride-2 convolution by 3 on every side; 'same' would pad asymmetrically.
     x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
-    x = _conv(x, scaled(64), 7, "conv1_7x7_s2", strides=2, padding="valid")
+    x = conv_relu(x, scaled(64), 7, "conv1_7x7_s2", strides=2, padding="valid", batch_norm=batch_norm)
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_3x3_s2")(x)
     x = LocalResponseNorm(name="pool1_norm1")(x)
-    x = _conv(x, scaled(64), 1, "conv2_3x3_reduce")
-    x = _conv(x, scaled(192), 3, "conv2_3x3")
+    x = conv_relu(x, scaled(64), 1, "conv2_3x3_reduce", batch_norm=batch_norm)
+    x = conv_relu(x, scaled(192), 3, "conv2_3x3", batch_norm=batch_norm)
     x = LocalResponseNorm(name="conv2_norm2")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool2_3x3_s2")(x)
     for block, widths in INCEPTION_BLOCKS.items():
         if block in STAGE_POOLS:
             x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=STAGE_POOLS[block])(x)
-        x = inception(x, block, [scaled(c) for c in widths])
+        x = inception(x, block, [scaled(c) for c in widths], batch_norm=batch_norm)
         if block == last_block:
             break
 

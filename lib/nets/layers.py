@@ -76,3 +76,45 @@ class LocalResponseNorm(keras.layers.Layer):
             "k": self.k,
         }
         return {**super().get_config(), **config}
+
+
+def conv_relu(x, filters, kernel, name, strides=1, padding="same", batch_norm=False):
+    """A convolution with ReLU named `name`, the unit both builders are made of.
+
+    With `batch_norm`, the layers are `name` (convolution, no bias), `name_bn` and `name_relu`:
+    the variant that trains from scratch; `fold_batch_norm` turns it back into the plain one.
+    """
+    if not batch_norm:
+        conv = keras.layers.Conv2D(
+            filters, kernel, strides=strides, padding=padding, activation="relu", name=name
+        )
+        return conv(x)
+    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False, name=name)(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def fold_batch_norm(trained, plain):
+    """Copies a `batch_norm=True` model's weights into the same architecture built without it.
+
+    Inference-time batch normalisation is a per-channel affine map, so it folds exactly into the
+    preceding convolution: W' = W * s, b' = beta - mean * s with s = gamma / sqrt(var + eps).
+
+    Args:
+        trained: model built with `batch_norm=True`.
+        plain: the same builder call with `batch_norm=False`; its weights are overwritten.
+    """
+    trained_names = {layer.name for layer in trained.layers}
+    for layer in plain.layers:
+        if not layer.weights:
+            continue
+        source = trained.get_layer(layer.name)
+        if f"{layer.name}_bn" not in trained_names:
+            layer.set_weights(source.get_weights())
+            continue
+        norm = trained.get_layer(f"{layer.name}_bn")
+        gamma, beta, mean, variance = (
+            w.numpy() for w in (norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance)
+        )
+        scale = gamma / (variance + norm.epsilon) ** 0.5
+        layer.set_weights([source.get_weights()[0] * scale, beta - mean * scale])

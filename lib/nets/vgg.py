@@ -7,7 +7,7 @@ The same builder makes the narrow, global-average-pooling variants the project t
 
 import keras
 
-from lib.nets.layers import CaffePreprocess
+from lib.nets.layers import CaffePreprocess, conv_relu
 
 VGG19_WIDTHS = (64, 128, 256, 512, 512)
 VGG19_CONVS_PER_BLOCK = (2, 2, 4, 4, 4)
@@ -24,6 +24,7 @@ def vgg19(
     convs_per_block=VGG19_CONVS_PER_BLOCK,
     top="fc",
     fc_width=4096,
+    batch_norm=False,
     name="vgg19",
 ):
     """Builds VGG19 taking RGB images in 0-255 and doing the Caffe preprocessing inside.
@@ -46,6 +47,8 @@ def vgg19(
             straight into the `fc8` classifier; `"gap"` drops the last block's pooling to keep a
             finer last feature map, as Zhou et al. (CVPR'16) did for CAM.
         fc_width: units of fc6 and fc7 (the `"fc"` top only).
+        batch_norm: normalise every convolution before its ReLU (`conv1_1`, `conv1_1_bn`,
+            `conv1_1_relu`), to train from scratch; see `lib.nets.layers.fold_batch_norm`.
         name: model name.
 
     Returns:
@@ -67,7 +70,7 @@ def vgg19(
     x = CaffePreprocess(name="preprocess")(images)
     for block, (width, num_convs) in enumerate(zip(widths, convs_per_block, strict=True), start=1):
         for i in range(1, num_convs + 1):
-            x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{block}_{i}")(x)
+            x = conv_relu(x, width, 3, f"conv{block}_{i}", batch_norm=batch_norm)
         if not (include_top and top == "gap" and block == len(widths)):
             x = keras.layers.MaxPooling2D(2, strides=2, name=f"pool{block}")(x)
 
