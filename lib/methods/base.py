@@ -1,0 +1,152 @@
+"""What every method shares: the flattened graph, the target layer, compiled passes built once, and
+the one `GradientTape` of the project.
+
+A method subclasses `Explainer`, runs parts of its `ModelGraph` under some `Rules`, and implements
+`_compute(x, targets)` with TensorFlow ops. `Explainer._call` checks the images and class ids, then
+runs `_compute` inside a `tf.function` made once per kind of target (top class, explicit ids, or a
+given callable). Calling again with the same shapes reuses the trace, so a loop over a thousand
+single images builds nothing new.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from lib.errors import InputError, LayerError
+from lib.methods.graph import ModelGraph
+from lib.methods.targets import parse_class_ids
+
+
+@dataclasses.dataclass
+class Scores:
+    """Scores (N, K) whose gradients a method wants, from the same forward pass.
+
+    Attributes:
+        for_layer: scores to differentiate w.r.t. the layer's activations, or None.
+        for_input: scores to differentiate w.r.t. the input images, or None. May be the same tensor
+            as `for_layer`; then one backward pass per target gives both gradients.
+    """
+
+    for_layer: tf.Tensor = None
+    for_input: tf.Tensor = None
+
+
+def activations_and_gradients(x, base, head):
+    """Activations of a layer and gradients of K scores, from one forward pass.
+
+    This is the only place in the project that opens a `GradientTape`. Images are independent in
+    inference mode, so the gradient of a score summed over the batch gives every image's own
+    gradient; nothing is reduced over the batch axis.
+
+    Args:
+        x: float32 images (N, H, W, 3).
+        base: `base(x) -> (activations, values)`, the layer's output and anything `head` needs.
+        head: `head(activations, values) -> Scores`.
+
+    Returns:
+        (activations, layer_grads, input_grads): activations (N, h, w, C); gradients of each of the
+        K scores stacked on axis 1, (N, K, h, w, C) and (N, K, H, W, 3), or None if not asked for.
+    """
+    with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+        tape.watch(x)
+        activations, values = base(x)
+        tape.watch(activations)
+        scores = head(activations, values)
+        # one column per target, sliced while recording so the tape sees the slice
+        for_layer, for_input = (_columns(s) for s in (scores.for_layer, scores.for_input))
+    layer_grads, input_grads = [], []
+    for k in range(len(for_layer or for_input)):
+        if scores.for_layer is scores.for_input:
+            grad_a, grad_x = tape.gradient(for_layer[k], [activations, x])
+        else:
+            grad_a = tape.gradient(for_layer[k], activations) if for_layer else None
+            grad_x = tape.gradient(for_input[k], x) if for_input else None
+        layer_grads.append(grad_a)
+        input_grads.append(grad_x)
+    del tape
+    return activations, _stack(layer_grads, scores.for_layer), _stack(input_grads, scores.for_input)
+
+
+def _columns(scores):
+    return None if scores is None else [scores[:, k] for k in range(scores.shape[1])]
+
+
+def _stack(grads, scores):
+    if scores is None:
+        return None
+    if any(g is None for g in grads):
+        raise LayerError("the scores do not depend on the chosen layer; pick a layer below the output")
+    return tf.stack(grads, axis=1)
+
+
+class Explainer:
+    """Base of the methods: the graph of `model`, a resolved layer, and compiled passes.
+
+    Args:
+        model: a functional or Sequential Keras model with one image input and one output.
+        layer: layer name or object for methods that need one; None picks the last spatial layer.
+        needs_layer: False for methods that work on the whole network (guided backpropagation).
+
+    Attributes:
+        graph: the `ModelGraph` of `model`.
+        layer: qualified name of the layer the method uses (None if `needs_layer` is False).
+    """
+
+    def __init__(self, model, layer=None, needs_layer=True):
+        self.model = model
+        self.graph = ModelGraph(model)
+        self.layer_key, self.layer = self.graph.resolve(layer) if needs_layer else (None, None)
+        self._functions = {}
+
+    @property
+    def tracing_count(self):
+        """How many times the compiled passes were traced (once per new input shape or target kind)."""
+        return sum(fn.experimental_get_tracing_count() for fn in self._functions.values())
+
+    def _compute(self, x, targets):
+        raise NotImplementedError
+
+    def _call(self, images, class_ids=None):
+        """Check images and class ids, run the compiled `_compute`, and return numpy arrays."""
+        x = self._images(images)
+        ids = parse_class_ids(class_ids, x.shape[0], self._num_classes(class_ids))
+        kind = "ids" if isinstance(ids, np.ndarray) else ids  # or None (top class), or a callable
+        return self._run(kind, x, tf.constant(ids) if kind == "ids" else None)
+
+    def _run(self, kind, *args):
+        """Run the compiled pass for `kind`, made on first use, and return numpy arrays."""
+        if kind not in self._functions:
+            self._functions[kind] = tf.function(self._traced(kind))
+        out = self._functions[kind](*args)
+        return tf.nest.map_structure(lambda t: t.numpy(), out)
+
+    def _traced(self, kind):
+        """The Python function to compile for `kind`; class-map methods take targets."""
+
+        def compute(x, ids):
+            return self._compute(x, ids if kind == "ids" else kind)
+
+        return compute
+
+    def _num_classes(self, class_ids):
+        shape = self.graph.logits_shape
+        if len(shape) == 2:
+            return shape[1]
+        if class_ids is None or not callable(class_ids):
+            raise LayerError(
+                f"the model's output has shape {shape}, not (N, classes); pass a callable class_ids "
+                "that turns it into scores (N, K)"
+            )
+        return None
+
+    def _images(self, images):
+        from lib.dataflow.images import check_images  # imported on use: keeps lib.methods light
+
+        x = check_images(images)
+        expected = self.graph.input_shape[1:]
+        if any(e is not None and e != got for e, got in zip(expected, x.shape[1:], strict=True)):
+            raise InputError(
+                f"images have shape {x.shape[1:]} but the model expects {expected}; resize the images"
+            )
+        return tf.convert_to_tensor(x, dtype=tf.float32)

@@ -1,0 +1,267 @@
+"""A Keras model as a flat list of layer calls that the methods can run, split and re-rule.
+
+Keras 3 hides the layers of a nested model behind one call, so `keras.Model(model.inputs,
+inner_layer.output)` fails for them. `ModelGraph` walks the functional graph once, expanding
+nested functional and Sequential models in place, and records each layer call as a `Step`. The
+methods then execute those steps on real tensors inside their own `tf.function`:
+
+    graph = ModelGraph(model)
+    key, name = graph.resolve("conv5_4")          # also finds layers inside nested models
+    base, head = graph.split(key)                 # input -> layer, layer -> logits
+    values = graph.run(base, {graph.input_key: x})
+
+Running steps never calls a layer on symbolic tensors, so the user's model gains no nodes and is
+never changed. A final softmax (a `Softmax` layer, `Activation("softmax")`, or a layer with a fused
+softmax) is left out, so `graph.logits_key` holds the scores before it.
+"""
+
+import dataclasses
+import warnings
+
+import keras
+from keras.src import tree
+
+from lib.errors import LayerError
+
+SOFTMAX_NAMES = ("softmax", "log_softmax")
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One call of a layer (or Keras operation) in the flattened graph.
+
+    Attributes:
+        op: the layer or operation, shared with the user's model.
+        node: the Keras node of that call; its arguments say where the tensors go.
+        arg_ids: ids of the node's symbolic input tensors, in `node.arguments` order.
+        in_keys: keys of the values feeding the call, aligned with `arg_ids`.
+        out_keys: keys of the values the call produces.
+        name: the layer name, prefixed by nested model names ("inner/conv1").
+        shapes: static output shapes, `None` for unknown sizes.
+    """
+
+    op: object
+    node: object
+    arg_ids: tuple
+    in_keys: tuple
+    out_keys: tuple
+    name: str
+    shapes: tuple
+
+
+def functional_of(op):
+    """The functional graph inside `op` if it is a functional or built Sequential model, else None."""
+    if isinstance(op, keras.Sequential):
+        return getattr(op, "_functional", None)
+    if isinstance(op, keras.Model) and hasattr(op, "_nodes_by_depth"):
+        return op
+    return None
+
+
+def activation_name(op):
+    """Name of the activation a layer applies ('relu', 'softmax', ...), or '' if none."""
+    act = getattr(op, "activation", None)
+    return getattr(act, "__name__", "") if callable(act) else ""
+
+
+def without_activation(layer):
+    """A view of `layer` that shares its variables and state but skips its fused activation.
+
+    Used for logits below a fused softmax and for the pre-activation of fused ReLUs. The view is a
+    shallow copy, so the user's layer is untouched and later weight updates are seen.
+    """
+    view = object.__new__(type(layer))
+    view.__dict__.update(layer.__dict__)
+    object.__setattr__(view, "activation", keras.activations.linear)
+    return view
+
+
+def call_op(op, args, kwargs):
+    """Call a layer in inference mode, as `Functional.call(training=False)` would."""
+    if "training" in getattr(op, "_call_context_args", ()):
+        kwargs = {**kwargs, "training": False}
+    return op(*args, **kwargs)
+
+
+class ModelGraph:
+    """The flattened graph of a single-input, single-output Keras model.
+
+    Args:
+        model: a functional or Sequential `keras.Model` (nested models are expanded).
+
+    Raises:
+        LayerError: if the model is subclassed, unbuilt, or has several inputs or outputs.
+    """
+
+    def __init__(self, model):
+        fn = functional_of(model)
+        if fn is None:
+            raise LayerError(
+                f"model {model.name!r} is not a built functional or Sequential model; "
+                "build it on a keras.Input or wrap it in keras.Model(inputs, outputs)"
+            )
+        if len(fn.inputs) != 1 or len(fn.outputs) != 1:
+            raise LayerError(
+                f"model {model.name!r} has {len(fn.inputs)} inputs and {len(fn.outputs)} outputs; "
+                "pass a model with one image input and one output"
+            )
+        self.model = model
+        self.input_shape = tuple(fn.inputs[0].shape)
+        self.steps = []
+        self._next_key = 0
+        self.input_key = self._new_key()
+        (self.output_key,) = self._expand(fn, (), [self.input_key], "")
+        self.logits_key, self.softmax = self._strip_softmax(self.output_key)
+        self.logits_shape = self.shape_of(self.logits_key)
+
+    def _new_key(self):
+        self._next_key += 1
+        return self._next_key
+
+    def _expand(self, fn, scope, in_keys, prefix):
+        keys = {id(t): k for t, k in zip(fn.inputs, in_keys, strict=True)}
+        for depth in sorted(fn._nodes_by_depth, reverse=True):
+            for node in fn._nodes_by_depth[depth]:
+                if node.is_input:
+                    continue
+                ids = tuple(id(t) for t in node.arguments.keras_tensors)
+                ins = tuple(keys[i] for i in ids)
+                inner = functional_of(node.operation)
+                if inner is not None and len(inner.inputs) == len(ins):
+                    name = f"{prefix}{node.operation.name}/"
+                    outs = self._expand(inner, scope + (id(node),), ins, name)
+                else:
+                    outs = [self._new_key() for _ in node.outputs]
+                    shapes = tuple(tuple(t.shape) for t in node.outputs)
+                    name = prefix + node.operation.name
+                    self.steps.append(Step(node.operation, node, ids, ins, tuple(outs), name, shapes))
+                keys.update({id(t): k for t, k in zip(node.outputs, outs, strict=True)})
+        return [keys[id(t)] for t in fn.outputs]
+
+    def producer(self, key):
+        """The step that produces `key`, or None for the input."""
+        return next((s for s in self.steps if key in s.out_keys), None)
+
+    def shape_of(self, key):
+        """Static shape of the value under `key`."""
+        step = self.producer(key)
+        return self.input_shape if step is None else step.shapes[step.out_keys.index(key)]
+
+    def _strip_softmax(self, key):
+        step = self.producer(key)
+        if step is None:
+            return key, None
+        is_op = type(step.op).__name__.lower() in SOFTMAX_NAMES  # keras.ops.softmax
+        if (
+            isinstance(step.op, keras.layers.Softmax)
+            or is_op
+            or (isinstance(step.op, keras.layers.Activation) and activation_name(step.op) == "softmax")
+        ):
+            self.steps.remove(step)
+            return step.in_keys[0], step.name
+        if activation_name(step.op) == "softmax":
+            view = without_activation(step.op)
+            self.steps[self.steps.index(step)] = dataclasses.replace(step, op=view)
+            return key, step.name
+        return key, None
+
+    def spatial_names(self):
+        """Names of the layers with a (N, h, w, C) output, in graph order."""
+        return [s.name for s in self.steps if len(s.shapes) == 1 and len(s.shapes[0]) == 4]
+
+    def resolve(self, layer=None):
+        """Key and qualified name of a spatial layer's output.
+
+        Args:
+            layer: a layer name (qualified "inner/conv" or plain if unique), a layer object, or
+                None for the last layer with a (N, h, w, C) output.
+
+        Returns:
+            (key, name) of that layer's output.
+
+        Raises:
+            LayerError: if the layer is unknown, called more than once, or not spatial.
+        """
+        spatial = self.spatial_names()
+        if layer is None:
+            if not spatial:
+                raise LayerError(f"model {self.model.name!r} has no layer with a (N, h, w, C) output")
+            warnings.warn(f"layer=None: using {spatial[-1]!r}, the last spatial layer", stacklevel=3)
+            return self._key_of(spatial[-1]), spatial[-1]
+        matches = self._matches(layer)
+        if not matches:
+            raise LayerError(f"no layer {_label(layer)} in the model; pick one of {_names(spatial)}")
+        if len(matches) > 1:
+            names = _names([s.name for s in matches])
+            raise LayerError(f"layer {_label(layer)} is called {len(matches)} times ({names}); pick one call")
+        step = matches[0]
+        if step.name not in spatial:
+            raise LayerError(
+                f"layer {step.name!r} has output shape {step.shapes[0] if step.shapes else ()}, "
+                f"no (N, h, w, C) axes; pick one of {_names(spatial)}"
+            )
+        return step.out_keys[0], step.name
+
+    def _matches(self, layer):
+        if not isinstance(layer, str):
+            return [s for s in self.steps if s.op is layer]
+        exact = [s for s in self.steps if s.name == layer]
+        return exact or [s for s in self.steps if s.name.rsplit("/", 1)[-1] == layer]
+
+    def _key_of(self, name):
+        return next(s.out_keys[0] for s in self.steps if s.name == name)
+
+    def ancestors(self, steps, key):
+        """The steps, in order, that the value under `key` depends on."""
+        needed, chosen = {key}, []
+        for step in reversed(steps):
+            if needed.intersection(step.out_keys):
+                needed.update(step.in_keys)
+                chosen.append(step)
+        return chosen[::-1]
+
+    def split(self, key):
+        """(base, head): the steps computing `key`, and the rest of the steps up to the logits.
+
+        Raises:
+            LayerError: if the logits do not depend on `key`.
+        """
+        needed = self.ancestors(self.steps, self.logits_key)
+        base = self.ancestors(needed, key)
+        head = [s for s in needed if s not in base]
+        if not any(key in s.in_keys for s in head):
+            name = self.producer(key).name if self.producer(key) else "input"
+            raise LayerError(f"the output does not depend on layer {name!r}; pick a layer before it")
+        return base, head
+
+    def run(self, steps, values, call=None):
+        """Execute `steps` on real tensors, adding each output to a copy of `values`.
+
+        Args:
+            steps: steps in graph order whose inputs are in `values` or produced by earlier steps.
+            values: dict key -> tensor, e.g. `{graph.input_key: images}`.
+            call: `call(step, args, kwargs) -> outputs`; default runs the layer in inference mode.
+
+        Returns:
+            dict key -> tensor with every value computed.
+        """
+        values = dict(values)
+        for step in steps:
+            args, kwargs = step.node.arguments.fill_in(
+                {i: values[k] for i, k in zip(step.arg_ids, step.in_keys, strict=True)}
+            )
+            outs = call(step, args, kwargs) if call else call_op(step.op, args, kwargs)
+            values.update(zip(step.out_keys, tree.flatten(outs), strict=True))
+        return values
+
+
+def _label(layer):
+    return repr(layer) if isinstance(layer, str) else repr(getattr(layer, "name", layer))
+
+
+def _names(names, limit=12):
+    """'a, b, c .. y, z (40 more)': a readable list for one-line error messages."""
+    if len(names) <= limit:
+        return ", ".join(names) or "(none)"
+    half = limit // 2
+    return f"{', '.join(names[:half])} .. {', '.join(names[-half:])} ({len(names) - limit} more)"

@@ -1,0 +1,118 @@
+"""Gradient rules at ReLUs: guided backpropagation and the deconvnet, applied while running a graph.
+
+Both rules change only the backward pass of the ReLU family; the forward values stay exact. With g
+the gradient arriving from above, x the activation's input and f'(x) its local slope:
+
+    normal   g * f'(x)
+    guided   relu(g) * f'(x)    (Springenberg et al. 2014: positive g, where the input was "on")
+    deconv   relu(g)            (Zeiler & Fergus 2014: rectify the signal, ignore the forward pass)
+
+The ReLU family is `relu`, `relu6` and `leaky_relu`, whether fused in a layer (`Conv2D(...,
+activation="relu")`, `Dense`, ...), as `Activation`, `ReLU`, `LeakyReLU` layers, or as `keras.ops`
+calls. For ReLU6, f'(x) = 1 on 0 < x < 6, so guided passes g only where g > 0 and 0 < x < 6. For
+leaky ReLUs we keep the same formulas: guided passes the positive g scaled by the slope (alpha where
+x < 0), which reduces to the ReLU rule for alpha = 0. Other nonlinearities (GELU, swish, ELU,
+PReLU, ...) keep their normal gradient; `Rules` warns about them.
+
+Rules are applied by running the flattened graph with `Rules.call`, so the user's model is never
+modified: the runner gives each ReLU a custom-gradient op instead of cloning layers with weights.
+"""
+
+import warnings
+
+import keras
+import tensorflow as tf
+
+from lib.errors import LayerError
+from lib.methods.graph import activation_name, call_op, without_activation
+
+RELU_NAMES = ("relu", "relu6", "leaky_relu")
+RELU_OPS = ("Relu", "Relu6", "LeakyRelu")  # keras.ops.relu & co. called on symbolic tensors
+OTHER_NONLINEAR = ("elu", "selu", "gelu", "silu", "swish", "mish", "hard_silu", "hard_swish")
+RULES = ("normal", "guided", "deconv")
+
+
+@tf.custom_gradient
+def _positive_gradient(y):
+    """Identity whose backward pass keeps only the positive part of the gradient."""
+    return tf.identity(y), lambda g: tf.nn.relu(g)
+
+
+def _rectified(activation, x):
+    """`activation(x)` whose backward pass is relu(g), whatever the forward input was."""
+
+    @tf.custom_gradient
+    def fn(x):
+        return activation(x), lambda g: tf.nn.relu(g)
+
+    return fn(x)
+
+
+def relu_kind(op):
+    """'standalone' for a ReLU-family layer or op, 'fused' for a fused ReLU activation, else None."""
+    if isinstance(op, (keras.layers.ReLU, keras.layers.LeakyReLU)) or type(op).__name__ in RELU_OPS:
+        return "standalone"
+    if activation_name(op) in RELU_NAMES:
+        return "standalone" if isinstance(op, keras.layers.Activation) else "fused"
+    return None
+
+
+class Rules:
+    """A gradient rule for the ReLUs among some steps of a `ModelGraph`.
+
+    Args:
+        rule: "normal", "guided" or "deconv".
+        steps: the steps this rule will run; their ReLUs are found once, here.
+
+    Attributes:
+        relus: names of the steps whose backward pass the rule changes.
+
+    Raises:
+        LayerError: for "guided" or "deconv" if the steps contain no ReLU, since the result would
+            silently be the plain gradient.
+    """
+
+    def __init__(self, rule, steps):
+        if rule not in RULES:
+            raise ValueError(f"rule={rule!r}; use one of {', '.join(RULES)}")
+        self.rule = rule
+        self._kinds = {} if rule == "normal" else {id(s): relu_kind(s.op) for s in steps}
+        self._views = {
+            id(s): without_activation(s.op)
+            for s in steps
+            if rule == "deconv" and self._kinds[id(s)] == "fused"
+        }
+        self.relus = [s.name for s in steps if self._kinds.get(id(s))]
+        if rule != "normal":
+            self._check(steps)
+
+    def _check(self, steps):
+        if not self.relus:
+            raise LayerError(
+                f"no ReLU between the input and {steps[-1].name!r}; {self.rule} backpropagation would "
+                "equal plain gradients, use plain gradients or a model with ReLUs"
+            )
+        other = [s.name for s in steps if _other_nonlinearity(s.op)]
+        if other:
+            warnings.warn(
+                f"{self.rule} rule applies to ReLUs only; normal gradients at {', '.join(other[:5])}"
+                + (f" and {len(other) - 5} more" if len(other) > 5 else ""),
+                stacklevel=4,
+            )
+
+    def call(self, step, args, kwargs):
+        """Run one step under this rule (the `call` argument of `ModelGraph.run`)."""
+        kind = self._kinds.get(id(step))
+        if kind is None:
+            return call_op(step.op, args, kwargs)
+        if self.rule == "guided":
+            return _positive_gradient(call_op(step.op, args, kwargs))
+        if kind == "standalone":
+            return _rectified(lambda x: call_op(step.op, (x, *args[1:]), kwargs), args[0])
+        pre_activation = call_op(self._views[id(step)], args, kwargs)
+        return _rectified(step.op.activation, pre_activation)
+
+
+def _other_nonlinearity(op):
+    name = activation_name(op) or type(op).__name__.lower()
+    return name in OTHER_NONLINEAR or isinstance(op, (keras.layers.PReLU, keras.layers.ELU))

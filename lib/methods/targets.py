@@ -1,0 +1,85 @@
+"""Which scores to explain: the `class_ids` argument every class-map method takes.
+
+`class_ids` may be
+    None                     each image's top class (K = 1), picked inside the compiled pass
+    an int                   that class for every image (K = 1)
+    a list of K ints         the same K classes for every image
+    a list of N lists of K   K classes per image (use [[a], [b]] for one class per image)
+    a callable               `logits (N, classes) -> scores (N, K)` for other targets; it runs
+                             inside `tf.function`, so it must use TensorFlow/Keras ops, and each
+                             distinct callable object is traced once (reuse the same function)
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from lib.errors import InputError
+
+
+def parse_class_ids(class_ids, num_images, num_classes):
+    """Check `class_ids` and return None, a callable, or an int32 array (N, K).
+
+    Args:
+        class_ids: see the module docstring.
+        num_images: N, the batch size.
+        num_classes: number of logits, or None if unknown.
+
+    Returns:
+        None (top class), the callable itself, or int32 ndarray (N, K).
+
+    Raises:
+        InputError: for non-integers, negative or out-of-range ids, ragged lists, or a list of lists
+            whose length is not N.
+    """
+    if class_ids is None or callable(class_ids):
+        return class_ids
+    if isinstance(class_ids, (bool, np.bool_)):
+        raise InputError(f"class_ids={class_ids!r} is a bool; pass an int class index")
+    try:
+        ids = np.asarray(class_ids)
+    except ValueError:
+        raise InputError("class_ids is ragged; give every image the same number K of classes") from None
+    if ids.dtype == object:
+        raise InputError("class_ids is ragged; give every image the same number K of classes")
+    if ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+        raise InputError(f"class_ids={class_ids!r}; pass an int, a list of ints or N lists of ints")
+    ids = _to_matrix(ids, num_images)
+    bad = ids[(ids < 0) | (ids >= (num_classes or np.iinfo(np.int32).max))]
+    if bad.size:
+        raise InputError(
+            f"class id {int(bad[0])} is outside 0..{(num_classes or 0) - 1}; pass ids of the model's classes"
+        )
+    return ids.astype(np.int32)
+
+
+def _to_matrix(ids, num_images):
+    if ids.ndim == 0:
+        return np.full((num_images, 1), ids)
+    if ids.ndim == 1:
+        return np.tile(ids[None], (num_images, 1))
+    if ids.ndim == 2 and len(ids) == num_images:
+        return ids
+    raise InputError(
+        f"class_ids has shape {ids.shape} for {num_images} images; "
+        f"pass K ints or {num_images} lists of K ints"
+    )
+
+
+def scores(logits, targets):
+    """Scores (N, K) to explain, from logits (N, classes).
+
+    Args:
+        logits: float tensor (N, classes), before any softmax.
+        targets: None (top class), int32 tensor (N, K), or a callable.
+
+    Returns:
+        (scores, ids): float (N, K), and int32 (N, K) ids or None for a callable.
+    """
+    if callable(targets):
+        values = tf.convert_to_tensor(targets(logits))
+        if values.shape.rank != 2:
+            raise InputError(f"the class_ids callable returned shape {values.shape}; return scores (N, K)")
+        return values, None
+    if targets is None:
+        targets = tf.argmax(logits, axis=-1, output_type=tf.int32)[:, None]  # (N, 1)
+    return tf.gather(logits, targets, batch_dims=1), targets
