@@ -1,0 +1,31 @@
+"""Data for the library: the generated shapes dataset (`shapes`) and image file I/O (`images`)."""
+
+from lib.dataflow.images import (
+    IMAGE_EXTENSIONS,
+    MAX_PIXELS,
+    LoadResult,
+    check_images,
+    class_folders,
+    iter_batches,
+    list_images,
+    load_images,
+    read_image,
+    resize,
+)
+from lib.dataflow.shapes import CLASS_NAMES, generate, write_image_folder
+
+__all__ = [
+    "CLASS_NAMES",
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "LoadResult",
+    "check_images",
+    "class_folders",
+    "generate",
+    "iter_batches",
+    "list_images",
+    "load_images",
+    "read_image",
+    "resize",
+    "write_image_folder",
+]

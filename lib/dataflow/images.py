@@ -1,0 +1,390 @@
+"""Read image files, and check image arrays, into the library's data contract: RGB pixels in 0-255.
+
+Conventions of `read_image`: grayscale and palette images become RGB; transparent pixels are composited on
+white (what a viewer shows; dropping alpha would expose arbitrary colours under fully transparent pixels);
+16-bit images are scaled to 8 bits (65535 -> 255); multi-frame GIF and TIFF files give their first frame;
+EXIF orientation is not applied (as in Keras and tf.io loaders). Images above `MAX_PIXELS` are refused
+from their header, before any pixel is decoded.
+
+Usage:
+    result = load_images("photos/", size=224)  # result.images: float32 (N, 224, 224, 3)
+"""
+
+import dataclasses
+import os
+import warnings
+
+import numpy as np
+from PIL import Image
+
+from lib.errors import InputError, MissingFileError
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff")
+MAX_PIXELS = 50_000_000
+
+_EXTENSION_LIST = ", ".join(IMAGE_EXTENSIONS)
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}  # "I" is how 16-bit grayscale often opens
+
+
+@dataclasses.dataclass
+class LoadResult:
+    """Images that loaded, and the files that did not.
+
+    Attributes:
+        images: float32 (N, H, W, 3) in 0-255.
+        paths: the N paths of `images`, in order.
+        skipped: `(path, reason)` for each file that could not be read.
+    """
+
+    images: np.ndarray
+    paths: list
+    skipped: list
+
+
+def read_image(path):
+    """Read one image file as RGB.
+
+    Args:
+        path: str or path-like to a file Pillow can read (its extension does not matter here).
+
+    Returns:
+        uint8 (H, W, 3). See the module docstring for the conversions applied.
+
+    Raises:
+        MissingFileError: if `path` does not exist.
+        InputError: if the file is not a readable image, or is above `MAX_PIXELS`.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise MissingFileError(f"image file '{path}' does not exist; check the path")
+    if os.path.isdir(path):
+        raise InputError(f"'{path}' is a folder, not an image; use list_images or load_images for folders")
+    # Pillow warns about damaged metadata without naming the file; say which file it was. (Its
+    # decompression-bomb warning, from 89 Mpx, cannot survive: such images are refused.)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = _decode(path)
+    for warning in caught:
+        warnings.warn(f"image '{path}': {warning.message}", warning.category, stacklevel=2)
+    return image
+
+
+def _decode(path):
+    try:
+        image = Image.open(path)  # lazy: reads the header only
+    except Image.DecompressionBombError as err:
+        raise InputError(
+            f"image '{path}' is above the {_mpx(MAX_PIXELS)} Mpx limit ({err}); downscale it first"
+        ) from None
+    except Exception as err:  # Pillow's header parsers raise many types on corrupt data
+        raise _unreadable(path, err) from err
+    with image:
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise InputError(
+                f"image '{path}' is {width}x{height} = {_mpx(width * height)} Mpx, "
+                f"above the {_mpx(MAX_PIXELS)} Mpx limit; downscale it first"
+            )
+        try:
+            return _to_rgb(image)
+        except Exception as err:  # decoders raise OSError, SyntaxError, ValueError, struct.error, ...
+            raise _unreadable(path, err) from err
+
+
+def _mpx(pixels):
+    return f"{round(pixels / 1e6, 1):g}"
+
+
+def _unreadable(path, err):
+    reason = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, Image.UnidentifiedImageError):
+        reason = "not an image format Pillow can identify"
+    return InputError(f"cannot read image '{path}': {reason}; re-save the file or remove it")
+
+
+def _to_rgb(image):
+    """Decode the current frame of a PIL image to uint8 (H, W, 3)."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.clip(np.asarray(image), 0, 65535)  # (H, W), uint16 or int32
+        gray = np.rint(values / 257).astype(np.uint8)  # scale, so that 65535 -> 255
+        return np.repeat(gray[..., None], 3, axis=2)
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:] / 255
+        return np.rint(rgba[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    return np.asarray(image.convert("RGB"))
+
+
+def _as_pixels(array, what):
+    """`array` as float32 after refusing non-numeric dtypes and non-finite values."""
+    if array.dtype.kind not in "uif":
+        raise InputError(f"{what} have dtype {array.dtype}; pass uint8, integer or float pixels")
+    with np.errstate(over="ignore"):  # values beyond float32 become Inf, refused just below
+        pixels = array.astype(np.float32, copy=False)
+    # Integers are always finite in float32; floats may be NaN, Inf, or have overflowed in the cast.
+    if array.dtype.kind == "f" and not np.isfinite(pixels).all():
+        bad = pixels.size - np.count_nonzero(np.isfinite(pixels))
+        raise InputError(
+            f"{what} contain NaN or Inf at {bad} positions; replace them, e.g. with np.nan_to_num"
+        )
+    return pixels
+
+
+def check_images(images):
+    """Validate an image batch given as an array, and return it as float32.
+
+    Args:
+        images: array-like (N, H, W, C), or (H, W, C) for one image; any integer or float dtype.
+
+    Returns:
+        float32 (N, H, W, C), values unchanged; shares memory with `images` if that is already float32.
+
+    Raises:
+        InputError: for another number of axes, an empty array, a bool, complex or object dtype, or
+            NaN/Inf values.
+    """
+    try:
+        array = np.asarray(images)
+    except (ValueError, TypeError) as err:
+        raise InputError(
+            f"images cannot be turned into an array ({err}); pass an (N, H, W, C) array"
+        ) from None
+    if array.ndim == 3:
+        array = array[np.newaxis]
+    if array.ndim != 4:
+        raise InputError(f"images have shape {array.shape}; pass (N, H, W, C), or (H, W, C) for one image")
+    if array.size == 0:
+        raise InputError(f"images are empty (shape {array.shape}); pass at least one non-empty image")
+    return _as_pixels(array, "images")
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name}={value!r} is invalid; pass a positive integer")
+    return int(value)
+
+
+def _check_resize_args(size, shortest_side):
+    """The target as `("size", (h, w))`, `("shortest_side", s)` or `None` for no resizing."""
+    if size is not None and shortest_side is not None:
+        raise InputError(f"got size={size!r} and shortest_side={shortest_side!r}; pass only one of them")
+    if shortest_side is not None:
+        return "shortest_side", _positive_int("shortest_side", shortest_side)
+    if size is None:
+        return None
+    pair = (size, size) if isinstance(size, (int, np.integer)) else size
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+        raise InputError(f"size={size!r} is invalid; pass an int or a (height, width) pair")
+    return "size", tuple(_positive_int("size", side) for side in pair)
+
+
+def _target_shape(shape, target):
+    if target is None:
+        return shape
+    kind, value = target
+    if kind == "size":
+        return value
+    scale = value / min(shape)
+    return tuple(value if side == min(shape) else max(1, round(side * scale)) for side in shape)
+
+
+def resize(image, size=None, shortest_side=None):
+    """Resize one image with antialiased bilinear interpolation.
+
+    Pillow's bilinear filter widens with the reduction factor, so shrinking averages every source pixel
+    instead of sampling a few (the same as `tf.image.resize(..., antialias=True)`).
+
+    Args:
+        image: (H, W, C) array, any integer or float dtype, values in 0-255.
+        size: int for a square result, or `(height, width)`.
+        shortest_side: int; scale so that the shorter side has this length, keeping the aspect ratio.
+            Pass at most one of `size` and `shortest_side`; with neither, the image is only converted.
+
+    Returns:
+        float32 (H', W', C) in 0-255.
+
+    Raises:
+        InputError: for an image that is not (H, W, C) numeric and finite, or an invalid size.
+    """
+    target = _check_resize_args(size, shortest_side)
+    array = np.asarray(image)
+    if array.ndim != 3 or array.size == 0:
+        raise InputError(f"image has shape {array.shape}; pass one non-empty (H, W, C) image")
+    pixels = _as_pixels(array, "image")
+    height, width = _target_shape(pixels.shape[:2], target)
+    if (height, width) == pixels.shape[:2]:
+        return pixels.copy() if pixels is array else pixels  # never hand back the caller's own array
+    channels = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(pixels[..., c])).resize(
+                (width, height), Image.Resampling.BILINEAR
+            )
+        )
+        for c in range(pixels.shape[2])
+    ]  # Pillow resamples float images one channel ("F" mode) at a time
+    return np.stack(channels, axis=-1)
+
+
+def _is_image_name(name):
+    # Hidden files include macOS "._x.jpg" metadata, which carry an image extension but no image.
+    return not name.startswith(".") and name.rpartition(".")[2].lower() in IMAGE_EXTENSIONS
+
+
+def list_images(path, recursive=True):
+    """List the image files at `path`.
+
+    Args:
+        path: an image file, or a folder (searched in its subfolders too if `recursive`).
+        recursive: whether to descend into subfolders; hidden files and folders are skipped.
+
+    Returns:
+        sorted list of str paths.
+
+    Raises:
+        MissingFileError: if `path` does not exist.
+        InputError: if `path` is a file without an image extension, or a folder without images.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise MissingFileError(f"path '{path}' does not exist; check it")
+    if os.path.isfile(path):
+        if _is_image_name(os.path.basename(path)):
+            return [path]
+        raise InputError(f"'{path}' is not an image file ({_EXTENSION_LIST}); pass an image or a folder")
+    found = []
+    for folder, subfolders, files in os.walk(path):
+        found += [os.path.join(folder, name) for name in files if _is_image_name(name)]
+        # Pruning in place is how os.walk is told not to descend (e.g. into .ipynb_checkpoints).
+        subfolders[:] = [name for name in subfolders if recursive and not name.startswith(".")]
+    if not found:
+        raise InputError(f"no images ({_EXTENSION_LIST}) in folder '{path}'; check the path")
+    return sorted(found)
+
+
+def class_folders(root):
+    """List a labelled folder laid out as `root/<class name>/<images>`.
+
+    Every visible subfolder is a class, in sorted order; an empty one keeps its id but warns.
+
+    Args:
+        root: the folder holding one subfolder per class.
+
+    Returns:
+        `(paths, labels, class_names)`: list of str; int64 (N,) class ids into `class_names`; list of str.
+
+    Raises:
+        MissingFileError: if `root` does not exist.
+        InputError: if `root` has no class subfolders, or they hold no images.
+    """
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        if not os.path.exists(root):
+            raise MissingFileError(f"folder '{root}' does not exist; check the path")
+        raise InputError(f"'{root}' is a file; pass the folder that holds one subfolder per class")
+    class_names = sorted(
+        entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+    )
+    if not class_names:
+        raise InputError(
+            f"no class subfolders in '{root}'; lay the images out as {root}/<class name>/<image>"
+        )
+    paths, labels = [], []
+    for label, name in enumerate(class_names):
+        try:
+            found = list_images(os.path.join(root, name))
+        except InputError:
+            warnings.warn(
+                f"class folder '{os.path.join(root, name)}' has no images; class {label} gets no examples",
+                stacklevel=2,
+            )
+            continue
+        paths += found
+        labels += [label] * len(found)
+    if not paths:
+        raise InputError(f"no images ({_EXTENSION_LIST}) in the class subfolders of '{root}'; check the path")
+    return paths, np.array(labels, np.int64), class_names
+
+
+def _path_list(paths):
+    if isinstance(paths, (str, os.PathLike)):
+        return list_images(paths)
+    paths = [os.fspath(path) for path in paths]
+    if not paths:
+        raise InputError("no image paths given; pass a non-empty list of files, or a folder")
+    return paths
+
+
+def _load(paths, target):
+    """Read and resize `paths`; each unreadable file is warned about and skipped."""
+    images, kept, skipped = [], [], []
+    for path in paths:
+        try:
+            image = read_image(path)
+        except (InputError, MissingFileError) as err:
+            warnings.warn(f"skipped: {err}", stacklevel=3)
+            skipped.append((path, str(err)))
+            continue
+        height, width = _target_shape(image.shape[:2], target)
+        images.append(resize(image, size=(height, width)))
+        kept.append(path)
+    for image, path in zip(images, kept, strict=True):
+        if image.shape != images[0].shape:
+            (h0, w0), (h, w) = images[0].shape[:2], image.shape[:2]
+            raise InputError(
+                f"images differ in size: '{kept[0]}' is {h0}x{w0}, '{path}' is {h}x{w} (height x width); "
+                "pass size=(height, width) to resize them all"
+            )
+    stacked = np.stack(images) if images else np.zeros((0, 0, 0, 3), np.float32)
+    return LoadResult(stacked, kept, skipped)
+
+
+def load_images(paths, size=None, shortest_side=None):
+    """Read image files into one batch, skipping (with a warning) those that cannot be read.
+
+    Args:
+        paths: list of image paths, or one file or folder (listed with `list_images`).
+        size: int or `(height, width)`: resize every image to this size.
+        shortest_side: int: resize keeping the aspect ratio (the images must then still agree in size).
+
+    Returns:
+        LoadResult with float32 (N, H, W, 3) `images` in 0-255, their `paths`, and the `skipped` files.
+
+    Raises:
+        InputError: if no file can be read, or the images differ in size and `size` is not given.
+        MissingFileError: if `paths` is a single path that does not exist.
+    """
+    target = _check_resize_args(size, shortest_side)
+    paths = _path_list(paths)
+    result = _load(paths, target)
+    if not result.paths:
+        raise InputError(f"none of the {len(paths)} images could be read; first: {result.skipped[0][1]}")
+    return result
+
+
+def iter_batches(paths, batch_size, size=None, shortest_side=None):
+    """Lazily read image files a batch at a time, for folders too large to hold in memory.
+
+    Arguments are checked at the call, files are read as the batches are consumed. Unreadable files are
+    skipped with a warning, as in `load_images`; a batch in which no file could be read is not yielded.
+
+    Args:
+        paths: list of image paths, or one file or folder.
+        batch_size: number of files per batch.
+        size: int or `(height, width)`, as in `load_images`.
+        shortest_side: int, as in `load_images`.
+
+    Returns:
+        generator of LoadResult, one per batch of `batch_size` files (the last may be smaller).
+    """
+    target = _check_resize_args(size, shortest_side)
+    batch_size = _positive_int("batch_size", batch_size)
+    paths = _path_list(paths)
+    return _batches(paths, batch_size, target)
+
+
+def _batches(paths, batch_size, target):
+    for start in range(0, len(paths), batch_size):
+        result = _load(paths[start : start + batch_size], target)
+        if result.paths:
+            yield result

@@ -1,0 +1,385 @@
+"""Image files: conversions to RGB on real files, refusals with one-line errors, folders, array checks."""
+
+import io
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow as tf  # only as the reference for resize; conftest loads it anyway
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
+from PIL import Image
+
+from lib.dataflow import images
+from lib.dataflow.images import (
+    check_images,
+    class_folders,
+    iter_batches,
+    list_images,
+    load_images,
+    read_image,
+    resize,
+)
+from lib.errors import InputError, MissingFileError, VizError
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+
+
+def _save(path, array, mode=None, **options):
+    Image.fromarray(array, mode).save(path, **options)
+    return path
+
+
+def _png_header(width, height):
+    """A 1-bit PNG claiming `width` x `height` pixels, with no pixel data: ~60 bytes whatever the size."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_rgb_png_and_bmp_are_exact(tmp_path):
+    for name in ("a.png", "a.bmp"):
+        image = read_image(_save(tmp_path / name, RGB))
+        assert image.dtype == np.uint8
+        np.testing.assert_array_equal(image, RGB)
+
+
+def test_grayscale_value_g_becomes_g_g_g(tmp_path):
+    gray = RGB[..., 0]
+    image = read_image(_save(tmp_path / "gray.png", gray))
+    np.testing.assert_array_equal(image, np.repeat(gray[..., None], 3, axis=2))
+    Image.fromarray(gray).convert("1").save(tmp_path / "bits.png")
+    assert set(np.unique(read_image(tmp_path / "bits.png"))) <= {0, 255}
+
+
+def test_alpha_is_composited_on_white(tmp_path):
+    rgba = np.array([[[200, 10, 30, 255], [200, 10, 30, 0], [200, 10, 30, 128]]], np.uint8)
+    image = read_image(_save(tmp_path / "rgba.png", rgba))
+    expected = np.rint(rgba[..., :3] * (rgba[..., 3:] / 255) + 255 * (1 - rgba[..., 3:] / 255))
+    np.testing.assert_array_equal(image, expected)
+    assert image[0, 1].tolist() == [255, 255, 255]
+    gray_alpha = np.array([[[40, 255], [40, 0]]], np.uint8)
+    image = read_image(_save(tmp_path / "la.png", gray_alpha, "LA"))
+    assert image.tolist() == [[[40, 40, 40], [255, 255, 255]]]
+
+
+def test_palette_colours_and_transparent_index(tmp_path):
+    palette_image = Image.fromarray(np.array([[0, 1, 2]], np.uint8), "P")
+    palette_image.putpalette([255, 0, 0, 0, 128, 0, 1, 2, 3] + [0] * 759)
+    palette_image.save(tmp_path / "p.png")
+    assert read_image(tmp_path / "p.png").tolist() == [[[255, 0, 0], [0, 128, 0], [1, 2, 3]]]
+    palette_image.save(tmp_path / "pt.png", transparency=2)
+    assert read_image(tmp_path / "pt.png")[0, 2].tolist() == [255, 255, 255]
+
+
+@pytest.mark.parametrize("name", ["deep.png", "deep.tif"])
+def test_16_bit_is_scaled_not_clipped(tmp_path, name):
+    deep = np.array([[0, 300, 257 * 100, 65535]], np.uint16)
+    image = read_image(_save(tmp_path / name, deep))
+    assert image[0, :, 0].tolist() == [0, 1, 100, 255]  # clipping would give 255 for 300
+    assert (image == image[..., :1]).all()
+
+
+def test_first_frame_of_gif_and_multipage_tiff(tmp_path):
+    frames = [Image.new("RGB", (4, 3), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    for name in ("anim.gif", "pages.tif"):
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:])
+        image = read_image(tmp_path / name)
+        assert image.shape == (3, 4, 3)
+        assert (image == [255, 0, 0]).all()
+
+
+def test_jpeg_is_close_and_one_pixel_is_fine(tmp_path):
+    flat = np.full((16, 16, 3), (30, 140, 220), np.uint8)
+    assert np.abs(read_image(_save(tmp_path / "a.jpg", flat, quality=95)).astype(int) - flat).max() <= 3
+    assert read_image(_save(tmp_path / "one.png", RGB[:1, :1])).tolist() == [[RGB[0, 0].tolist()]]
+
+
+@pytest.mark.parametrize(("name", "file_format"), [("cut.png", "PNG"), ("cut.jpg", "JPEG")])
+def test_truncated_files_are_input_errors_naming_the_file(tmp_path, name, file_format):
+    buffer = io.BytesIO()
+    Image.fromarray(RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buffer, file_format)
+    path = tmp_path / name
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(InputError, match=f"cannot read image '.*{name}'"):
+        read_image(path)
+
+
+def test_text_file_named_jpg_and_missing_file_and_folder(tmp_path):
+    (tmp_path / "notes.jpg").write_text("not an image")
+    with pytest.raises(InputError, match="cannot read image '.*notes.jpg': not an image format"):
+        read_image(tmp_path / "notes.jpg")
+    with pytest.raises(MissingFileError, match="nowhere.png"):
+        read_image(tmp_path / "nowhere.png")
+    with pytest.raises(InputError, match="is a folder"):
+        read_image(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("side", "message"),
+    [(8000, "8000x8000 = 64 Mpx, above the 50 Mpx limit"), (10000, "10000x10000 = 100 Mpx")],
+)
+def test_huge_images_are_refused_from_the_header(tmp_path, side, message):
+    path = tmp_path / "big.png"
+    path.write_bytes(_png_header(side, side))
+    # The file has no pixel data, so any attempt to decode it would fail with "cannot read" instead.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's own bomb warning (from 89 Mpx) must not leak
+        with pytest.raises(InputError, match=f"image '.*big.png' is {message}.*downscale it first"):
+            read_image(path)
+
+
+def test_images_beyond_pillows_bomb_limit_get_our_message(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header(20000, 20000))
+    with pytest.raises(InputError, match=r"image '.*bomb.png' is above the 50 Mpx limit .*400000000"):
+        read_image(path)
+
+
+def test_resize_to_size_and_shortest_side():
+    image = RNG.integers(0, 256, (100, 200, 3), dtype=np.uint8)
+    assert resize(image, 32).shape == (32, 32, 3)
+    assert resize(image, size=(10, 30)).shape == (10, 30, 3)
+    resized = resize(image, shortest_side=50)
+    assert resized.shape == (50, 100, 3) and resized.dtype == np.float32
+    assert resize(image.transpose(1, 0, 2), shortest_side=224).shape == (448, 224, 3)
+    np.testing.assert_array_equal(resize(image), image)
+    with pytest.raises(InputError, match="only one"):
+        resize(image, size=10, shortest_side=10)
+
+
+def test_resize_antialiases_when_shrinking():
+    checkerboard = (np.indices((64, 64)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    small = resize(np.repeat(checkerboard[..., None], 3, axis=2), 8)
+    # Sampling without a widened filter would hit only black or only white pixels.
+    np.testing.assert_allclose(small, 127.5, atol=3)
+    constant = resize(np.full((7, 9, 3), 42.0), (20, 31))
+    np.testing.assert_allclose(constant, 42.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(24, 40), (97, 60), (200, 300)])
+def test_resize_equals_tensorflow_antialiased_bilinear(size):
+    image = RNG.integers(0, 256, (97, 131, 3), dtype=np.uint8)
+    expected = tf.image.resize(image.astype(np.float32), size, antialias=True).numpy()
+    np.testing.assert_allclose(resize(image, size), expected, atol=0.01)
+
+
+def test_resize_never_returns_the_callers_array():
+    image = np.zeros((4, 4, 3), np.float32)
+    resize(image)[0, 0, 0] = 1
+    assert image[0, 0, 0] == 0
+
+
+def _tree(root):
+    """class_a: 2 images (one upper-case .JPG), class_b: 1 image in a subfolder, plus non-images."""
+    (root / "class_a").mkdir(parents=True)
+    (root / "class_b" / "deeper").mkdir(parents=True)
+    (root / ".ipynb_checkpoints").mkdir()
+    paths = [
+        _save(root / "class_a" / "x.png", RGB),
+        _save(root / "class_a" / "Y.JPG", RGB),
+        _save(root / "class_b" / "deeper" / "z.bmp", RGB),
+    ]
+    _save(root / ".ipynb_checkpoints" / "x-checkpoint.png", RGB)
+    _save(root / "class_a" / "._x.png", RGB)
+    (root / "class_a" / "notes.txt").write_text("text")
+    return sorted(str(path) for path in paths)
+
+
+def test_list_images_recursive_sorted_and_skipping_hidden(tmp_path):
+    expected = _tree(tmp_path)
+    assert list_images(tmp_path) == expected
+    assert list_images(tmp_path / "class_a", recursive=False) == expected[:2]
+    assert list_images(tmp_path / "class_a" / "x.png") == [str(tmp_path / "class_a" / "x.png")]
+
+
+def test_list_images_errors(tmp_path):
+    _tree(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"no images \(jpg, jpeg, png, .*\) in folder '.*empty'"):
+        list_images(tmp_path / "empty")
+    with pytest.raises(InputError, match=r"no images"):
+        list_images(tmp_path / "class_b", recursive=False)
+    with pytest.raises(InputError, match="not an image file"):
+        list_images(tmp_path / "class_a" / "notes.txt")
+    with pytest.raises(MissingFileError, match="missing"):
+        list_images(tmp_path / "missing")
+
+
+def test_class_folders_labels_and_empty_class(tmp_path):
+    _tree(tmp_path)
+    (tmp_path / "class_c").mkdir()
+    with pytest.warns(UserWarning, match="class_c' has no images; class 2"):
+        paths, labels, names = class_folders(tmp_path)
+    assert names == ["class_a", "class_b", "class_c"]
+    assert [p.split("/")[-2] for p in paths] == ["class_a", "class_a", "deeper"]
+    assert labels.tolist() == [0, 0, 1] and labels.dtype == np.int64
+
+
+def test_class_folders_without_subfolders(tmp_path):
+    _save(tmp_path / "flat.png", RGB)
+    with pytest.raises(InputError, match="no class subfolders"):
+        class_folders(tmp_path)
+    with pytest.raises(MissingFileError):
+        class_folders(tmp_path / "missing")
+
+
+def _mixed_folder(root):
+    """Two good images, a truncated PNG and a text file named .jpg."""
+    good = [_save(root / "a.png", RGB), _save(root / "c.bmp", RGB[::-1])]
+    (root / "b.png").write_bytes((root / "a.png").read_bytes()[:40])
+    (root / "d.jpg").write_text("hello")
+    return [str(path) for path in good]
+
+
+def test_load_images_skips_bad_files_and_names_them(tmp_path):
+    good = _mixed_folder(tmp_path)
+    with pytest.warns(UserWarning) as caught:
+        result = load_images(tmp_path)
+    assert result.paths == good
+    assert result.images.shape == (2, 6, 5, 3) and result.images.dtype == np.float32
+    np.testing.assert_array_equal(result.images[1], RGB[::-1])
+    assert [path.rsplit("/", 1)[1] for path, _ in result.skipped] == ["b.png", "d.jpg"]
+    messages = " ".join(str(warning.message) for warning in caught)
+    assert "b.png" in messages and "d.jpg" in messages
+
+
+def test_load_images_sizes_must_agree(tmp_path):
+    paths = [_save(tmp_path / "a.png", RGB), _save(tmp_path / "b.png", RGB[:4])]
+    with pytest.raises(InputError, match=r"differ in size.*pass size=\(height, width\)"):
+        load_images(paths)
+    assert load_images(paths, size=(8, 9)).images.shape == (2, 8, 9, 3)
+    assert load_images(paths[:1], shortest_side=10).images.shape == (1, 12, 10, 3)
+
+
+def test_load_images_all_bad_or_none(tmp_path):
+    (tmp_path / "d.jpg").write_text("hello")
+    with pytest.warns(UserWarning), pytest.raises(InputError, match="none of the 1 images"):
+        load_images([tmp_path / "d.jpg"])
+    with pytest.raises(InputError, match="no image paths"):
+        load_images([])
+
+
+def test_iter_batches_is_lazy_and_matches_load_images(tmp_path):
+    paths = [_save(tmp_path / f"{i}.png", RNG.integers(0, 256, (5, 4, 3), dtype=np.uint8)) for i in range(5)]
+    with pytest.raises(InputError, match="batch_size"):
+        iter_batches(paths, 0)  # checked at the call, not at the first batch
+    batches = iter_batches(paths + [tmp_path / "gone.png", tmp_path / "gone2.png"], 2)
+    paths[0].unlink()  # nothing has been read yet
+    with pytest.warns(UserWarning) as caught:
+        results = list(batches)
+    assert [len(result.paths) for result in results] == [1, 2, 1]  # no batch for [gone2.png]
+    assert [str(warning.message).split("/")[-1].split("'")[0] for warning in caught] == [
+        "0.png",
+        "gone.png",
+        "gone2.png",
+    ]
+    np.testing.assert_array_equal(
+        np.concatenate([result.images for result in results]), load_images(paths[1:]).images
+    )
+
+
+def test_check_images_conversions():
+    single = RNG.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    checked = check_images(single)
+    assert checked.shape == (1, 4, 5, 3) and checked.dtype == np.float32
+    np.testing.assert_array_equal(checked[0], single)
+    batch = np.zeros((2, 4, 5, 1), np.float32)
+    assert check_images(batch) is batch
+    assert check_images(np.zeros((1, 2, 2, 3), np.int64)).dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (np.zeros((2, 2, 3), bool), "dtype bool"),
+        (np.zeros((1, 2, 2, 3), complex), "dtype complex"),
+        (np.array([[[["a"]]]]), "dtype <U1"),
+        (np.zeros((4, 4)), r"shape \(4, 4\)"),
+        (np.zeros((1, 1, 4, 4, 3)), "shape"),
+        (np.zeros((0, 4, 4, 3)), "empty"),
+        ([[[1, 2]], [[3]]], "cannot be turned into an array"),
+        (np.array([[[[np.nan, 1, np.inf]]]]), "NaN or Inf at 2 positions"),
+        (np.full((1, 1, 1, 3), 1e300), "NaN or Inf at 3 positions"),
+    ],
+)
+def test_check_images_refusals(value, message):
+    with pytest.raises(InputError, match=message):
+        check_images(value)
+
+
+# Hypothesis: bytes from nowhere, and damaged real files, must give an image or one of our errors.
+_VALID_FILES = {}
+for _fmt, _ext in [("PNG", "png"), ("JPEG", "jpg"), ("GIF", "gif"), ("BMP", "bmp"), ("TIFF", "tif")]:
+    _buffer = io.BytesIO()
+    Image.fromarray(RNG.integers(0, 256, (9, 7, 3), dtype=np.uint8)).save(_buffer, _fmt)
+    _VALID_FILES[_ext] = _buffer.getvalue()
+
+
+@st.composite
+def _damaged_files(draw):
+    extension = draw(st.sampled_from(sorted(_VALID_FILES)))
+    data = bytearray(_VALID_FILES[extension])
+    for _ in range(draw(st.integers(0, 4))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return extension, bytes(data[: draw(st.integers(1, len(data)))])
+
+
+def _read_or_our_error(path, data):
+    path.write_bytes(data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            image = read_image(path)
+        except VizError:
+            return
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert all(str(path) in str(warning.message) for warning in caught)  # Pillow's, naming the file
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(extension=st.sampled_from(images.IMAGE_EXTENSIONS), data=st.binary(max_size=300))
+def test_random_bytes_give_an_image_or_our_error(tmp_path, extension, data):
+    _read_or_our_error(tmp_path / f"x.{extension}", data)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(damaged=_damaged_files())
+def test_damaged_files_give_an_image_or_our_error(tmp_path, damaged):
+    extension, data = damaged
+    _read_or_our_error(tmp_path / f"x.{extension}", data)
+
+
+def _finite_in_float32(array):
+    with np.errstate(over="ignore"):
+        return np.isfinite(array.astype(np.float32)).all()
+
+
+_DTYPES = st.sampled_from(
+    ["uint8", "uint16", "int8", "int64", "float16", "float32", "float64", "bool", "complex64"]
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(_DTYPES, array_shapes(min_dims=1, max_dims=5, min_side=0, max_side=3)))
+def test_check_images_returns_float32_4d_or_input_error(array):
+    try:
+        checked = check_images(array)
+    except InputError:
+        refused_dtype = array.dtype.kind in "bc"
+        assert refused_dtype or array.ndim not in (3, 4) or array.size == 0 or not _finite_in_float32(array)
+        return
+    assert checked.dtype == np.float32 and checked.ndim == 4 and np.isfinite(checked).all()
+    np.testing.assert_array_equal(checked.reshape(array.shape), array.astype(np.float32))
