@@ -31,11 +31,7 @@ def _read_classes() -> tuple[tuple[str, str], ...]:
     Raises:
         RuntimeError: If the file does not hold exactly 1000 `<wnid> <label>` lines.
     """
-    lines = [
-        line
-        for line in CLASSES_FILE.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    lines = [line for line in CLASSES_FILE.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = tuple(tuple(line.split(" ", 1)) for line in lines)
     if len(rows) != NUM_CLASSES or any(len(row) != 2 for row in rows):
         raise RuntimeError(
@@ -73,9 +69,7 @@ def _names(short: bool) -> tuple[str, ...]:
     return tuple(label.split(",", 1)[0] for label in labels) if short else tuple(labels)
 
 
-def decode_predictions(
-    logits_or_probs: ArrayLike, top: int = 5
-) -> list[list[tuple[int, str, float]]]:
+def decode_predictions(logits_or_probs: ArrayLike, top: int = 5) -> list[list[tuple[int, str, float]]]:
     """The `top` highest-scoring classes of each image, best first.
 
     Args:
@@ -92,18 +86,11 @@ def decode_predictions(
             `top` is out of range.
     """
     scores = _as_score_matrix(logits_or_probs)  # (batch, 1000)
-    if (
-        isinstance(top, bool)
-        or not isinstance(top, (int, np.integer))
-        or not 1 <= top <= NUM_CLASSES
-    ):
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 1 <= top <= NUM_CLASSES:
         raise InputError(f"top must be an integer from 1 to {NUM_CLASSES}, got {top!r}")
     order = np.argsort(-scores, axis=1, kind="stable")[:, :top]  # (batch, top)
     names = class_names()
-    return [
-        [(int(c), names[c], float(row[c])) for c in ids]
-        for row, ids in zip(scores, order)
-    ]
+    return [[(int(c), names[c], float(row[c])) for c in ids] for row, ids in zip(scores, order)]
 
 
 def _as_score_matrix(logits_or_probs: ArrayLike) -> np.ndarray:
@@ -111,15 +98,9 @@ def _as_score_matrix(logits_or_probs: ArrayLike) -> np.ndarray:
     try:
         scores = np.asarray(logits_or_probs, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise InputError(
-            f"scores must be numeric, of shape (batch, {NUM_CLASSES}): {err}"
-        ) from err
+        raise InputError(f"scores must be numeric, of shape (batch, {NUM_CLASSES}): {err}") from err
     if scores.ndim != 2 or scores.shape[1] != NUM_CLASSES:
-        hint = (
-            "; for one image, add a batch axis with scores[None]"
-            if scores.shape == (NUM_CLASSES,)
-            else ""
-        )
+        hint = "; for one image, add a batch axis with scores[None]" if scores.shape == (NUM_CLASSES,) else ""
         raise InputError(
             f"decode_predictions expects scores of shape (batch, {NUM_CLASSES}), one row of "
             f"ImageNet logits or probabilities per image, got shape {scores.shape}{hint}"

@@ -1,0 +1,172 @@
+"""Plumbing shared by the example scripts: common flags, model and image loading, one-line errors.
+
+Scripts stay thin: they parse flags with these helpers, call `lib` methods, and hand their `main`
+to `run`, which turns the project's errors into one line on stderr and exit status 2.
+"""
+
+import dataclasses
+import os
+import sys
+import tempfile
+import traceback
+import warnings
+from pathlib import Path
+
+from lib.errors import InputError, VizError
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES_DIR = ROOT / "data" / "samples"
+FULL_SIZE_MODELS = ("vgg19", "googlenet")
+FULL_SIZE_INPUT = 224
+
+
+@dataclasses.dataclass
+class Subject:
+    """A model to explain, with what the scripts need to know about it.
+
+    Attributes:
+        name: `--model` value.
+        model: functional `keras.Model` taking RGB 0-255 images to logits.
+        class_names: name of each output class, in class-id order.
+        image_size: the square input size images are resized to.
+    """
+
+    name: str
+    model: object
+    class_names: tuple
+    image_size: int
+
+
+def model_names():
+    """Values accepted by `--model`: the bundled models, then the full-size builders."""
+    from lib.nets import bundled
+
+    return (*bundled.names(), *FULL_SIZE_MODELS)
+
+
+def add_model_arguments(parser, default_model):
+    parser.add_argument("--model", default=default_model, choices=model_names(), help="network to explain")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="weights for vgg19/googlenet: 'imagenet' (vgg19) or a .npy/.h5 path; bundled models have theirs",
+    )
+
+
+def add_image_arguments(parser):
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=SAMPLES_DIR,
+        help="an image file or a folder (default: bundled samples)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+
+
+def add_output_arguments(parser, method):
+    parser.add_argument("--out", type=Path, default=ROOT / "output" / method, help="folder for the figures")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+def load_subject(name, weights=None):
+    """Builds or loads the model named by `--model`, with its class names and input size.
+
+    Full-size models without weights get random ones and a warning that their maps mean nothing.
+    """
+    from lib.nets import bundled
+
+    if name in bundled.names():
+        if weights is not None:
+            raise InputError(f"--weights is for vgg19/googlenet; bundled model '{name}' has its own")
+        from lib.dataflow.shapes import CLASS_NAMES
+
+        return Subject(name, bundled.load(name), CLASS_NAMES, bundled.INPUT_SIZE)
+    if name not in FULL_SIZE_MODELS:
+        raise InputError(f"unknown model '{name}'; choose one of {', '.join(model_names())}")
+    from lib.nets.googlenet import googlenet
+    from lib.nets.imagenet import class_names
+    from lib.nets.vgg import vgg19
+
+    if weights is None:
+        warnings.warn(
+            f"{name} has random weights (no --weights given): its maps mean nothing; "
+            f"pass --weights with a trained weights file",
+            stacklevel=2,
+        )
+    builder = vgg19 if name == "vgg19" else googlenet
+    return Subject(name, builder(weights=weights), class_names(), FULL_SIZE_INPUT)
+
+
+class ImageRun:
+    """Iterates over a folder run in batches, with progress and an end-of-run summary.
+
+    Usage:
+        run = ImageRun(paths, size=64, batch_size=8)
+        for batch in run:   # batch.images float32 (n, size, size, 3), batch.paths
+            ...
+        print(run.summary())   # "12 images, 1 skipped: bad.jpg (cannot read image ...)"
+    """
+
+    def __init__(self, paths, size, batch_size):
+        self.paths, self.size, self.batch_size = list(paths), size, batch_size
+        self.done, self.skipped = 0, []
+
+    def __iter__(self):
+        import keras
+
+        from lib.dataflow.images import iter_batches
+
+        progress = keras.utils.Progbar(len(self.paths), unit_name="image", verbose=_progress_verbosity())
+        for batch in iter_batches(self.paths, self.batch_size, size=self.size):
+            self.skipped.extend(batch.skipped)
+            if len(batch.paths):
+                yield batch
+            self.done += len(batch.paths)
+            progress.add(len(batch.paths) + len(batch.skipped))
+
+    def summary(self):
+        text = f"{self.done} images, {len(self.skipped)} skipped"
+        if self.skipped:
+            text += ": " + "; ".join(f"{os.path.basename(path)} ({reason})" for path, reason in self.skipped)
+        return text
+
+
+def _progress_verbosity():
+    # Keras redraws a bar on a terminal; in logs and CI one line per update would flood the output.
+    return 1 if sys.stdout.isatty() else 2
+
+
+def prepare_output(folder):
+    """Creates the output folder and proves it is writable, before any work is done.
+
+    Raises:
+        InputError: the folder cannot be created or written.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise InputError(
+            f"cannot write to output folder '{folder}' ({err.strerror}); pass another --out"
+        ) from None
+    return folder
+
+
+def run(main, args):
+    """Runs a script's `main(args)`: project errors become one stderr line and exit status 2.
+
+    Warnings print as one `warning: ...` line each. `args.debug` shows the traceback instead.
+    """
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {message}\n"
+    try:
+        return main(args) or 0
+    except (VizError, FileNotFoundError, PermissionError) as err:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; files already written are complete, nothing partial was left", file=sys.stderr)
+        return 130
