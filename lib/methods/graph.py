@@ -16,6 +16,8 @@ softmax) is left out, so `graph.logits_key` holds the scores before it.
 """
 
 import dataclasses
+import os
+import sys
 import warnings
 
 import keras
@@ -24,6 +26,15 @@ from keras.src import tree
 from lib.errors import LayerError
 
 SOFTMAX_NAMES = ("softmax", "log_softmax")
+_METHODS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def user_stacklevel():
+    """`stacklevel` for `warnings.warn` that points at the caller's first frame outside lib/methods."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_METHODS_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +197,9 @@ class ModelGraph:
         if layer is None:
             if not spatial:
                 raise LayerError(f"model {self.model.name!r} has no layer with a (N, h, w, C) output")
-            warnings.warn(f"layer=None: using {spatial[-1]!r}, the last spatial layer", stacklevel=3)
+            warnings.warn(
+                f"layer=None: using {spatial[-1]!r}, the last spatial layer", stacklevel=user_stacklevel()
+            )
             return self._key_of(spatial[-1]), spatial[-1]
         matches = self._matches(layer)
         if not matches:

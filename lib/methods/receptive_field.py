@@ -19,6 +19,8 @@ import warnings
 
 import keras
 
+from lib.methods.graph import user_stacklevel
+
 RESAMPLING = (
     keras.layers.Conv2DTranspose,
     keras.layers.UpSampling2D,
@@ -112,7 +114,10 @@ def receptive_field(graph, key, image_size):
         if field is None or any(
             s is not None and s != n for s, n in zip(shape[1:3], field.length, strict=True)
         ):
-            warnings.warn(f"receptive field unknown after {step.name!r}; using the whole image", stacklevel=3)
+            warnings.warn(
+                f"receptive field unknown after {step.name!r}; using the whole image",
+                stacklevel=user_stacklevel(),
+            )
             length = tuple(n or 1 for n in shape[1:3])
             jump = tuple(max(1, i // n) for i, n in zip(size, length, strict=True))
             field = Field(jump, size, (0, 0), length)

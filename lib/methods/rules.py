@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from lib.errors import LayerError
-from lib.methods.graph import activation_name, call_op, without_activation
+from lib.methods.graph import activation_name, call_op, user_stacklevel, without_activation
 
 RELU_NAMES = ("relu", "relu6", "leaky_relu")
 RELU_OPS = ("Relu", "Relu6", "LeakyRelu")  # keras.ops.relu & co. called on symbolic tensors
@@ -97,7 +97,7 @@ class Rules:
             warnings.warn(
                 f"{self.rule} rule applies to ReLUs only; normal gradients at {', '.join(other[:5])}"
                 + (f" and {len(other) - 5} more" if len(other) > 5 else ""),
-                stacklevel=4,
+                stacklevel=user_stacklevel(),
             )
 
     def call(self, step, args, kwargs):
