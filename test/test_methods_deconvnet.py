@@ -133,3 +133,5 @@ def test_bad_channel_or_k_raise_input_error():
             method(x, **kwargs)
     with pytest.raises(InputError, match="no images"):
         method.top_activations(iter([]))
+    with pytest.raises(InputError, match="k=0"):
+        method.top_activations(x, k=0)

@@ -115,17 +115,20 @@ class Deconvnet(Explainer):
         kept in memory.
 
         Args:
-            images: float32 (N, H, W, 3), or an iterable of such batches (e.g. a folder reader).
+            images: float32 (N, H, W, 3), or an iterable of such batches (e.g. a folder reader);
+                all of one size.
             channel: None for any channel, or a channel index.
             k: number of activations to return (fewer if fewer candidates exist).
-            batch_size: batch size when `images` is one array.
+            batch_size: batch size when `images` is one array, and for the reconstructions.
 
         Returns:
             `TopActivations`, sorted from the strongest.
 
         Raises:
-            InputError: for bad images or channel, or no images.
+            InputError: for bad images, channel or k, or no images.
         """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"k={k!r}; pass a positive int")
         best = _Best(k)
         for batch in _batches(images, batch_size):
             x = self._images(batch)
@@ -134,7 +137,7 @@ class Deconvnet(Explainer):
             best.add(peaks, x.numpy())
         if not best.values.size:
             raise InputError("top_activations got no images; pass an array (N, H, W, 3) or batches")
-        return self._reconstruct_best(best)
+        return self._reconstruct_best(best, batch_size)
 
     def field(self, image_size):
         """Receptive-field geometry (`receptive_field.Field`) of the layer for images of this size."""
@@ -158,10 +161,16 @@ class Deconvnet(Explainer):
         boxes = boxes.reshape(*positions.shape[:-1], 4)
         return np.clip(boxes, 0, [size[0], size[1], size[0], size[1]]).astype(np.int32)
 
-    def _reconstruct_best(self, best):
+    def _reconstruct_best(self, best, batch_size):
         images = np.stack([best.images[i] for i in best.index])  # (k, H, W, 3)
         units = np.stack([best.rows, best.cols, best.channels], axis=-1)[:, None]  # (k, 1, 3)
-        out = self._run("units", tf.constant(images), tf.constant(units, tf.int32))
+        chunks = [
+            self._run(
+                "units", tf.constant(images[i : i + batch_size]), tf.constant(units[i : i + batch_size])
+            )
+            for i in range(0, len(images), batch_size)
+        ]
+        out = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
         field = self.field(images.shape[1:3])
         positions = out["positions"][:, 0]
         boxes = [field.box(r, c) for r, c in positions]

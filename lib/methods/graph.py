@@ -121,7 +121,7 @@ class ModelGraph:
         self.steps = []
         self._next_key = 0
         self.input_key = self._new_key()
-        (self.output_key,) = self._expand(fn, (), [self.input_key], "")
+        (self.output_key,) = self._expand(fn, [self.input_key], "")
         self.logits_key, self.softmax = self._strip_softmax(self.output_key)
         self.logits_shape = self.shape_of(self.logits_key)
 
@@ -129,7 +129,8 @@ class ModelGraph:
         self._next_key += 1
         return self._next_key
 
-    def _expand(self, fn, scope, in_keys, prefix):
+    def _expand(self, fn, in_keys, prefix):
+        """Append `fn`'s layer calls to `self.steps`, nested models in place; return its output keys."""
         keys = {id(t): k for t, k in zip(fn.inputs, in_keys, strict=True)}
         for depth in sorted(fn._nodes_by_depth, reverse=True):
             for node in fn._nodes_by_depth[depth]:
@@ -140,7 +141,7 @@ class ModelGraph:
                 inner = functional_of(node.operation)
                 if inner is not None and len(inner.inputs) == len(ins):
                     name = f"{prefix}{node.operation.name}/"
-                    outs = self._expand(inner, scope + (id(node),), ins, name)
+                    outs = self._expand(inner, ins, name)
                 else:
                     outs = [self._new_key() for _ in node.outputs]
                     shapes = tuple(tuple(t.shape) for t in node.outputs)

@@ -77,7 +77,7 @@ def scores(logits, targets):
     """
     if callable(targets):
         values = tf.convert_to_tensor(targets(logits))
-        if values.shape.rank != 2:
+        if values.shape.rank != 2 or values.shape[1] is None:
             raise InputError(f"the class_ids callable returned shape {values.shape}; return scores (N, K)")
         return values, None
     if targets is None:
