@@ -88,6 +88,31 @@ def test_guided_grad_cam_is_guided_backprop_times_grad_cam_with_relus_above_the_
     np.testing.assert_allclose(method(x, IDS), expected, atol=1e-6 * np.abs(expected).max())
 
 
+def count_layer_runs(method):
+    """Wrap the method's graph runner to count, per layer, how often the traced pass executes it."""
+    counts, run = {}, method.graph.run
+
+    def counting(steps, values, call=None):
+        for step in steps:
+            counts[step.name] = counts.get(step.name, 0) + 1
+        return run(steps, values, call)
+
+    method.graph.run = counting
+    return counts
+
+
+@pytest.mark.parametrize(
+    ("net", "layer", "above", "guided_runs"), [(gap_net, "c2", "fc", 1), (fc_net, "c1", "fc6", 2)]
+)
+def test_k_classes_share_one_forward_pass(net, layer, above, guided_runs):
+    for method in (GradCAM(net(), layer), GuidedGradCAM(net(), layer)):
+        counts = count_layer_runs(method)
+        method(images(2), [0, 1, 2])  # traced once, so counts are layer executions per call
+        assert counts[layer] == 1
+        # Guided Grad-CAM runs the part above the layer again only if it has ReLUs (normal + guided)
+        assert counts[above] == (guided_runs if isinstance(method, GuidedGradCAM) else 1)
+
+
 def test_second_call_with_the_same_shapes_does_not_retrace():
     for method in (GradCAM(gap_net(), "c2"), GuidedGradCAM(gap_net(), "c2"), CAM(gap_net())):
         method(images(2), [1, 2])
