@@ -74,12 +74,23 @@ def test_model_without_relu_is_refused_instead_of_returning_plain_gradients():
             make(model)
 
 
-def test_other_nonlinearities_are_reported():
+class Block(keras.layers.Layer):
+    """A custom layer whose ReLU the rules cannot reach."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(2, 3, activation="relu")
+
+    def call(self, x):
+        return self.conv(x)
+
+
+def test_other_nonlinearities_and_unreachable_relus_are_reported():
     inp = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(2, 3, activation="gelu", name="smooth")(inp)
-    x = keras.layers.Conv2D(2, 3, activation="relu")(x)
+    x = Block(name="block")(keras.layers.Conv2D(2, 3, activation="relu")(x))
     model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
-    with pytest.warns(UserWarning, match="normal gradients at smooth"):
+    with pytest.warns(UserWarning, match="normal gradients at smooth, block"):
         GuidedBackprop(model)
 
 

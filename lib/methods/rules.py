@@ -12,7 +12,9 @@ activation="relu")`, `Dense`, ...), as `Activation`, `ReLU`, `LeakyReLU` layers,
 calls. For ReLU6, f'(x) = 1 on 0 < x < 6, so guided passes g only where g > 0 and 0 < x < 6. For
 leaky ReLUs we keep the same formulas: guided passes the positive g scaled by the slope (alpha where
 x < 0), which reduces to the ReLU rule for alpha = 0. Other nonlinearities (GELU, swish, ELU,
-PReLU, ...) keep their normal gradient; `Rules` warns about them.
+PReLU, ...) keep their normal gradient; `Rules` warns about them, and about ReLU sublayers inside
+custom (subclassed) layers, which it cannot reach. A ReLU written as a plain TensorFlow call inside a
+custom layer's `call` cannot be seen at all.
 
 Rules are applied by running the flattened graph with `Rules.call`, so the user's model is never
 modified: the runner gives each ReLU a custom-gradient op instead of cloning layers with weights.
@@ -92,7 +94,7 @@ class Rules:
                 f"no ReLU between the input and {steps[-1].name!r}; {self.rule} backpropagation would "
                 "equal plain gradients, use plain gradients or a model with ReLUs"
             )
-        other = [s.name for s in steps if _other_nonlinearity(s.op)]
+        other = [s.name for s in steps if _other_nonlinearity(s.op) or _hidden_relu(s.op)]
         if other:
             warnings.warn(
                 f"{self.rule} rule applies to ReLUs only; normal gradients at {', '.join(other[:5])}"
@@ -111,6 +113,12 @@ class Rules:
             return _rectified(lambda x: call_op(step.op, (x, *args[1:]), kwargs), args[0])
         pre_activation = call_op(self._views[id(step)], args, kwargs)
         return _rectified(step.op.activation, pre_activation)
+
+
+def _hidden_relu(op):
+    """True for a custom layer with ReLU sublayers, which the graph runner cannot reach."""
+    inner = op._flatten_layers(include_self=False) if isinstance(op, keras.layers.Layer) else []
+    return any(relu_kind(layer) for layer in inner)
 
 
 def _other_nonlinearity(op):
