@@ -30,12 +30,19 @@ def test_grad_cam_at_the_last_conv_layer_equals_cam(name):
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
+# The pointing game's tolerance (Zhang et al. 2016): 15 px at 224 px, i.e. 4 px at our 64 px. Without it
+# a hit needs the peak of an 8x8 map on the object itself, which rings and crescents (empty at their
+# centre) rarely allow: shapes_vgg scores 0.61 at tolerance 0, yet 99.75% of its peaks are nearer
+# their own object than the other one.
+TOLERANCE = 4
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", bundled.names())
 def test_grad_cam_points_at_each_object_of_two_object_images(name):
     if not bundled.weights_path(name).exists():
         pytest.skip(f"{name} weights are not trained yet (example/train_bundled.py)")
     model = bundled.load(name)
-    images, labels, masks = generate(100, seed=4242, objects_per_image=2)
+    images, labels, masks = generate(100, seed=4242, objects_per_image=2)  # seeds 1-4 are taken
     maps = GradCAM(model, bundled.LAST_CONV_LAYER[name])(images.astype(np.float32), labels)
-    assert pointing_game(maps, masks, labels) >= 0.9
+    assert pointing_game(maps, masks, labels, tolerance=TOLERANCE) >= 0.9
