@@ -59,7 +59,7 @@ class GradCAM(Explainer):
         def head(activations, values):
             return Scores(for_layer=scores(self._logits(values), targets)[0])
 
-        activations, layer_grads, _ = activations_and_gradients(x, self._run_base, head)
+        activations, layer_grads, _ = activations_and_gradients(x, self._run_base, head, to_input=False)
         weights = tf.reduce_mean(layer_grads, axis=(2, 3))  # (N, K, C): mean over h, w
         return class_maps(activations, weights, x.shape[1:3])
 
