@@ -1,0 +1,574 @@
+"""Loading pretrained weights into the VGG19 and GoogLeNet builders, safely and all-or-nothing.
+
+Sources, told apart by content rather than by file name:
+- a `.npy` holding a pickled dict, as tensorflow-vgg (`vgg19.npy`: `{"conv1_1": [W, b], ...}`) and
+  caffe-tensorflow (`googlenet.npy`: `{"conv1/7x7_s2": {"weights": W, "biases": b}, ...}`) ship them.
+  They are unpickled by `load_npy_dict`, which admits only numpy arrays, dtypes and containers, so a
+  file whose pickle would run code is refused before anything runs;
+- a Keras weights file: Keras 3 `.weights.h5` or the legacy Keras 2 `.h5` that `keras.applications`
+  distributes (`block1_conv1 .. fc1, fc2, predictions`), read with h5py;
+- `"imagenet"` (VGG19 only): the legacy Keras file from Keras's cache, downloaded there if missing.
+
+Every layer of the model that has weights must find arrays of the right shapes, or nothing is
+assigned. Leaving layers at their initial values (a new classifier for fine-tuning) is asked for by
+name with `skip_weights=("fc8",)`. Layers in the file that the model does not have (the top of a model
+built with `include_top=False`, blocks after `last_block`, GoogLeNet's auxiliary heads) are ignored.
+
+Usage:
+    model = vgg19(classes=20)
+    load_vgg19_weights(model, "imagenet", skip_weights=("fc8",))
+"""
+
+import hashlib
+import http.client
+import io
+import logging
+import math
+import os
+import pickle
+import pickletools
+import re
+import struct
+import tempfile
+import tokenize
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+
+import h5py
+import numpy as np
+from numpy.lib import format as npy_format
+
+from lib.errors import MissingFileError, WeightsError
+from lib.nets.vgg import VGG19_CONVS_PER_BLOCK
+
+NPY_MAGIC = b"\x93NUMPY"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+KERAS_VGG19_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
+# (file name, md5) of Keras's ImageNet VGG19 weights, with and without the fully connected top.
+IMAGENET_VGG19_FILES = {
+    True: ("vgg19_weights_tf_dim_ordering_tf_kernels.h5", "cbe5617147190e668d6c5d5026f83318"),
+    False: ("vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "253f8cb515780f3b799900260a226db6"),
+}
+DOWNLOAD_TIMEOUT_S = 30  # per connection attempt and per read: offline fails fast, never hangs
+
+_log = logging.getLogger(__name__)
+_NPY_HEADER_READERS = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+# Errors a damaged header or pickle raises while it is parsed (`WeightsError` is handled first).
+_PARSE_ERRORS = (
+    SyntaxError,
+    tokenize.TokenError,
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    struct.error,
+    OverflowError,
+    MemoryError,
+    RecursionError,
+    UnicodeError,
+)
+
+
+# numpy's own unpickling hands the pickle's raw state to C code, which crashes on damaged input, so
+# arrays, dtypes and scalars are rebuilt here from checked parts with `np.frombuffer`; the pickle
+# only ever reaches the stand-ins below and plain containers.
+class _NDArrayName:
+    """Stands for `numpy.ndarray`, which pickles name only as `_reconstruct`'s first argument."""
+
+
+class _ArrayStub:
+    """Stands for an array while unpickling; `__setstate__` receives numpy's array state."""
+
+    array = None
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("malformed array state")
+        shape, dtype, is_fortran, data = state[-4:]
+        self.array = _checked_array(data, dtype, shape, "F" if is_fortran is True else "C")
+
+
+class _DtypeStub:
+    """Stands for a `numpy.dtype`: only plain numeric and object dtypes, in either byte order."""
+
+    def __init__(self, spec, align=False, copy=True):
+        if not isinstance(spec, str) or not re.fullmatch(r"[biufcO]\d{0,2}", spec):
+            raise pickle.UnpicklingError(f"dtype {spec!r} is not one weight files use")
+        self.dtype = np.dtype(spec)
+
+    def __setstate__(self, state):
+        order = state[1] if isinstance(state, tuple) and len(state) == 8 else None
+        if order not in ("<", ">", "|", "=") or any(part is not None for part in state[2:5]):
+            raise pickle.UnpicklingError("malformed dtype state")
+        self.dtype = self.dtype.newbyteorder(order) if order in "<>" else self.dtype
+
+
+def _checked_array(data, dtype, shape, order="C"):
+    """An array from pickled parts, after checking that they agree."""
+    valid_shape = isinstance(shape, tuple) and len(shape) <= 32
+    if not (valid_shape and all(type(n) is int and n >= 0 for n in shape)):
+        raise pickle.UnpicklingError(f"malformed array shape {shape!r}")
+    if not isinstance(dtype, _DtypeStub) or order not in ("C", "F"):
+        raise pickle.UnpicklingError("malformed array dtype or order")
+    dtype, count = dtype.dtype, math.prod(shape)
+    if dtype.kind == "O":
+        if not isinstance(data, list) or len(data) != count:
+            raise pickle.UnpicklingError("object array of the wrong length")
+        array = np.empty(count, dtype=object)
+        for i, item in enumerate(data):
+            array[i] = item
+        return array.reshape(shape, order=order)
+    # Python 2's str arrives as latin1 text; bytes are viewed, not copied (fc6 alone is 0.4 GB)
+    data = memoryview(data.encode("latin1") if isinstance(data, str) else data).cast("B")
+    if len(data) != count * dtype.itemsize:
+        raise pickle.UnpicklingError(f"{len(data)} bytes for {count} values of {dtype}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order=order)
+
+
+def _reconstruct(subtype, shape, typecode):
+    if subtype is not _NDArrayName:
+        raise pickle.UnpicklingError("an array of a type other than numpy.ndarray")
+    return _ArrayStub()
+
+
+def _scalar(dtype, data):
+    if isinstance(dtype, _DtypeStub) and dtype.dtype.kind == "O":
+        return data
+    return _checked_array(data, dtype, ())[()]
+
+
+def _frombuffer(data, dtype, shape, order):
+    return _checked_array(data, dtype, shape, order)
+
+
+def _empty_bytes():
+    return b""
+
+
+def _latin1_bytes(text, encoding="latin1"):
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("bytes in an unexpected encoding")
+    return text.encode("latin1")
+
+
+# Every global that numpy's pickles of arrays, dtypes and scalars ask for (protocols 2 to 5).
+_SAFE_GLOBALS = {
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "scalar"): _scalar,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy", "ndarray"): _NDArrayName,
+    ("numpy", "dtype"): _DtypeStub,
+    ("collections", "OrderedDict"): dict,
+    ("_codecs", "encode"): _latin1_bytes,  # bytes under protocol 2 ...
+    ("builtins", "bytes"): _empty_bytes,  # ... and b"" (of an empty array)
+}
+
+
+class _WeightsUnpickler(pickle.Unpickler):
+    """Unpickler that admits only the stand-ins above; `find_class` runs before anything is called."""
+
+    def __init__(self, file, source):
+        super().__init__(file, encoding="latin1")  # latin1: Python 2 pickles (tensorflow-vgg, caffe)
+        self.source = source
+
+    def find_class(self, module, name):
+        module = re.sub(r"^numpy\.core\b", "numpy._core", module).replace("__builtin__", "builtins")
+        if (module, name) not in _SAFE_GLOBALS:
+            wanted = f"{module}.{name}" if f"{module}.{name}".isprintable() else ascii(f"{module}.{name}")
+            raise WeightsError(
+                f"refusing to load '{self.source}': its pickle asks for {wanted[:100]}, which weight "
+                "files never contain and which could run code; nothing was executed - use a file from "
+                "a source you trust, saved as a dict of numpy arrays"
+            )
+        return _SAFE_GLOBALS[module, name]
+
+
+def _resolved(obj, done):
+    """`obj` with every `_ArrayStub` replaced by its array; `done` memoises shared objects by id."""
+    if id(obj) in done:
+        if done[id(obj)] is None:
+            raise pickle.UnpicklingError("an object that contains itself")
+        return done[id(obj)]
+    done[id(obj)] = None
+    if isinstance(obj, _ArrayStub):
+        if obj.array is None:
+            raise pickle.UnpicklingError("an array without data")
+        result = _resolved(obj.array, done)
+    elif type(obj) is dict:
+        result = {key: _resolved(value, done) for key, value in obj.items()}
+    elif type(obj) in (list, tuple):
+        result = [_resolved(item, done) for item in obj]
+    elif isinstance(obj, np.ndarray) and obj.dtype.kind == "O":
+        result = np.empty(obj.size, dtype=object)
+        for i, item in enumerate(obj.reshape(-1)):
+            result[i] = _resolved(item, done)
+        result = result.reshape(obj.shape)
+    elif isinstance(obj, (np.ndarray, np.generic, str, bytes, int, float, bool, type(None))):
+        result = obj
+    else:
+        raise pickle.UnpicklingError(f"a {type(obj).__name__} where weights hold arrays")
+    done[id(obj)] = result
+    return result
+
+
+def _reason(error: BaseException) -> str:
+    """An exception as one short line, to quote inside our own message."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _existing_file(path) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise WeightsError(f"weights={path!r} is not None, 'imagenet' or the path of a weights file")
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise MissingFileError(
+            f"weights file '{path}' does not exist; check the path, or pass weights=None for random weights"
+        )
+    if not os.path.isfile(path):
+        raise WeightsError(f"weights '{path}' is a directory; pass the path of the weights file in it")
+    return path
+
+
+def _check_pickle_sizes(data: bytes) -> None:
+    """Refuses a pickle whose declared sizes exceed the data, before the C unpickler sizes buffers by them.
+
+    pickletools checks each declared length against the bytes that follow; memo indices are bounded
+    here, since a valid pickle stores at most one memo entry per opcode.
+    """
+    for opcode, arg, _ in pickletools.genops(io.BytesIO(data)):
+        if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(arg) > len(data):
+            raise pickle.UnpicklingError(f"memo index {arg} beyond the data")
+
+
+def _read_npy_header(f, path):
+    """Reads the header of an open `.npy`; returns its `(shape, dtype)`."""
+    version = npy_format.read_magic(f)
+    read_header = _NPY_HEADER_READERS.get(version)
+    if read_header is None:
+        raise WeightsError(f"'{path}' is a .npy of version {version}; re-save it with numpy.save")
+    shape, _, dtype = read_header(f)
+    return shape, dtype
+
+
+def load_npy_dict(path) -> dict:
+    """Loads a `.npy` that holds a pickled dict (`np.save(path, {...})`) without running its code.
+
+    Only numpy arrays (numeric or of objects), dtypes, scalars, dicts, lists and tuples are admitted,
+    and they are rebuilt from checked parts, so neither the pickle nor damage to it can run code.
+
+    Args:
+        path: the `.npy` file.
+
+    Returns:
+        The dict, with numpy arrays, lists and dicts as values. Arrays are views of the file's bytes
+        and may be read-only; copy one to change it in place.
+
+    Raises:
+        lib.errors.MissingFileError: `path` does not exist.
+        lib.errors.WeightsError: the file is truncated, not a `.npy`, not a pickled dict, or its
+            pickle asks for anything but numpy arrays and containers (refused before it runs).
+    """
+    path = _existing_file(path)
+    with open(path, "rb") as f:
+        try:
+            shape, dtype = _read_npy_header(f, path)
+            if dtype.kind != "O":
+                raise WeightsError(
+                    f"'{path}' holds a {dtype} array of shape {shape}, not the pickled dict of layers "
+                    "that weights .npy files hold"
+                )
+            data = f.read()
+            _check_pickle_sizes(data)
+            array = _resolved(_WeightsUnpickler(io.BytesIO(data), path).load(), {})
+        except WeightsError:
+            raise
+        except _PARSE_ERRORS as e:
+            raise WeightsError(f"'{path}' is truncated or not a .npy file ({_reason(e)})") from None
+    content = array.item() if isinstance(array, np.ndarray) and array.size == 1 else array
+    if not isinstance(content, dict):
+        raise WeightsError(f"'{path}' holds a {type(content).__name__}, not a dict of layers")
+    return content
+
+
+def _npy_layer_arrays(content: dict, path) -> dict[str, list[np.ndarray]]:
+    """`{layer: [W, b]}` or `{layer: {"weights": W, "biases": b}}` -> `{layer: [W, b]}`, '/' as '_'."""
+    arrays = {}
+    for layer, value in content.items():
+        if isinstance(value, Mapping):
+            value = [value[key] for key in ("weights", "biases") if key in value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(a, np.ndarray) for a in value):
+            raise WeightsError(
+                f"'{path}' holds a {type(value).__name__} for layer '{layer}'; expected [W, b] arrays "
+                "or {'weights': W, 'biases': b}"
+            )
+        arrays[str(layer).replace("/", "_")] = list(value)
+    return arrays
+
+
+def _text(value) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+def read_keras_h5(path) -> dict[str, list[np.ndarray]]:
+    """Reads a Keras weights file, Keras 3 `.weights.h5` or legacy Keras 2 `.h5`, without a model.
+
+    Args:
+        path: the HDF5 file.
+
+    Returns:
+        `{layer name: [arrays in the layer's order]}` for the layers that have weights. A Keras 3
+        file written without layer names keys its layers as Keras does (`conv2d`, `conv2d_1`, ...).
+
+    Raises:
+        lib.errors.WeightsError: the file is truncated, not HDF5, or not a Keras weights file.
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            root = f.get("model_weights", f)
+            if "layer_names" in root.attrs:
+                return _read_legacy_h5(root)
+            if isinstance(f.get("layers"), h5py.Group):
+                return _read_keras3_h5(f["layers"])
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        raise WeightsError(f"'{path}' is truncated or not a Keras .h5 weights file ({_reason(e)})") from None
+    raise WeightsError(
+        f"'{path}' is an HDF5 file but not a Keras weights file (no 'layer_names' or 'layers'); "
+        "save it with model.save_weights('name.weights.h5')"
+    )
+
+
+def _read_legacy_h5(root) -> dict[str, list[np.ndarray]]:
+    arrays = {}
+    for layer in map(_text, root.attrs["layer_names"]):
+        names = [_text(n) for n in root[layer].attrs.get("weight_names", [])]
+        if names:
+            arrays[layer] = [np.asarray(root[layer][n]) for n in names]
+    return arrays
+
+
+def _read_keras3_h5(layers) -> dict[str, list[np.ndarray]]:
+    arrays = {}
+    for key, group in layers.items():
+        variables = group.get("vars")
+        if isinstance(variables, h5py.Group) and len(variables):
+            name = _text(variables.attrs.get("name", key))
+            arrays[name] = [np.asarray(variables[str(i)]) for i in range(len(variables))]
+    return arrays
+
+
+def assign_weights(model, arrays: Mapping, source_name, *, skip_weights: Iterable[str] = ()) -> None:
+    """Sets every weighted layer of `model` from `arrays`, after checking them all.
+
+    Args:
+        model: a Keras model whose layer names match the keys of `arrays`.
+        arrays: `{layer name: [arrays in the layer's weight order]}`; extra layers are ignored.
+        source_name: the file, for error messages.
+        skip_weights: names of layers to leave at their current values (e.g. `("fc8",)` for a
+            classifier with another number of classes).
+
+    Raises:
+        lib.errors.WeightsError: a layer is missing or of the wrong shape, or `skip_weights` names a
+            layer the model has no weights for. The model is then left unchanged.
+    """
+    weighted = {layer.name: layer for layer in model.layers if layer.weights}
+    skip_weights = tuple(skip_weights)
+    unknown = [name for name in skip_weights if name not in weighted]
+    if unknown:
+        raise WeightsError(
+            f"skip_weights names '{unknown[0]}', which is no layer with weights of '{model.name}' "
+            f"(those are {', '.join(weighted)})"
+        )
+    missing = [name for name in weighted if name not in arrays and name not in skip_weights]
+    if missing:
+        others = f" nor for {len(missing) - 1} other layers" if len(missing) > 1 else ""
+        raise WeightsError(
+            f"'{source_name}' has no weights for layer '{missing[0]}'{others} of '{model.name}'; is it "
+            f"a file for this network? skip_weights=('{missing[0]}', ...) keeps such layers as they are"
+        )
+    plan = [(weighted[name], arrays[name]) for name in weighted if name not in skip_weights]
+    last_layer = list(weighted)[-1]
+    for layer, found in plan:
+        _check_shapes(layer, found, source_name, is_classifier=layer.name == last_layer)
+    for layer, found in plan:
+        layer.set_weights(found)
+
+
+def _check_shapes(layer, found, source_name, is_classifier):
+    expected = [tuple(w.shape) for w in layer.weights]
+    found_shapes = [tuple(np.shape(a)) for a in found]
+    if any(not np.issubdtype(np.asarray(a).dtype, np.number) for a in found):
+        raise WeightsError(f"'{source_name}' holds non-numeric arrays for layer '{layer.name}'")
+    if found_shapes == expected:
+        return
+    if is_classifier and len(found_shapes) == 2 and found_shapes[0][:-1] == expected[0][:-1]:
+        fix = (
+            f"build the model with classes={found_shapes[-1][0]}, or pass "
+            f"skip_weights=('{layer.name}',) to keep a new classifier for fine-tuning"
+        )
+    else:
+        fix = "the file is for another architecture, width or input size"
+    shown = ", ".join(map(str, found_shapes)) or "no arrays"
+    raise WeightsError(
+        f"layer '{layer.name}' expects shapes {', '.join(map(str, expected))} but '{source_name}' "
+        f"holds {shown}; {fix}"
+    )
+
+
+def _file_kind(path) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(HDF5_SIGNATURE))
+    except OSError as e:
+        raise WeightsError(f"cannot read '{path}': {e.strerror}") from None
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if head == HDF5_SIGNATURE or h5py.is_hdf5(path):
+        return "h5"
+    if len(head) < len(HDF5_SIGNATURE):
+        raise WeightsError(f"'{path}' is empty or truncated; download or save the weights again")
+    raise WeightsError(
+        f"'{path}' is neither a .npy nor an HDF5 file; pass a tensorflow-vgg / caffe-tensorflow .npy "
+        "or a Keras .weights.h5 / .h5 weights file"
+    )
+
+
+def _read_layers(path) -> dict[str, list[np.ndarray]]:
+    if _file_kind(path) == "npy":
+        return _npy_layer_arrays(load_npy_dict(path), path)
+    return read_keras_h5(path)
+
+
+def _vgg_name(keras_name: str, generic_index: dict[str, int]) -> str:
+    """Keras's VGG19 layer names, or Keras 3's unnamed keys in layer order, -> ours."""
+    if keras_name in generic_index:  # conv2d, conv2d_1, ... in the order the layers were built
+        index = generic_index[keras_name]
+        if keras_name.startswith("dense"):
+            return f"fc{6 + index}"
+        ends = np.cumsum(VGG19_CONVS_PER_BLOCK)  # index of the first conv after each block
+        if index >= ends[-1]:
+            return keras_name
+        block = int(np.searchsorted(ends, index, side="right"))
+        return f"conv{block + 1}_{index - (ends[block - 1] if block else 0) + 1}"
+    match = re.fullmatch(r"block(\d+)_conv(\d+)", keras_name)
+    if match:
+        return f"conv{match[1]}_{match[2]}"
+    return {"fc1": "fc6", "fc2": "fc7", "predictions": "fc8"}.get(keras_name, keras_name)
+
+
+def _generic_index(names: Iterable[str]) -> dict[str, int]:
+    index = {}
+    for kind in ("conv2d", "dense"):
+        keys = [n for n in names if re.fullmatch(rf"{kind}(_\d+)?", n)]
+        keys.sort(key=lambda n: int(n.rpartition("_")[2]) if n != kind else 0)
+        index.update({key: i for i, key in enumerate(keys)})
+    return index
+
+
+def _keras_home() -> str:
+    """Keras's cache folder: `$KERAS_HOME`, else `~/.keras` (read at each call, unlike Keras)."""
+    return os.path.expanduser(os.environ.get("KERAS_HOME") or os.path.join("~", ".keras"))
+
+
+def _open_url(url):
+    return urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S)
+
+
+def _download(url: str, target: str, md5: str) -> None:
+    """Streams `url` to a temporary file beside `target` and renames it into place once verified."""
+    with _open_url(url) as response:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fd, part = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".part")
+        try:
+            digest = hashlib.md5(usedforsecurity=False)
+            with os.fdopen(fd, "wb") as out:
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != md5:
+                raise WeightsError(
+                    f"the download of {url} is corrupted (md5 {digest.hexdigest()} != {md5}); try again"
+                )
+            os.replace(part, target)
+        finally:
+            if os.path.exists(part):
+                os.remove(part)
+
+
+def imagenet_vgg19_file(include_top: bool = True) -> str:
+    """Keras's ImageNet VGG19 weights file from Keras's cache, downloaded there if missing.
+
+    A file already in the cache is used as it is (a damaged one fails to load with a clear error).
+
+    Raises:
+        lib.errors.WeightsError: the file is not cached and cannot be downloaded; the message says
+            which file to put where.
+    """
+    fname, md5 = IMAGENET_VGG19_FILES[bool(include_top)]
+    folder = os.path.join(_keras_home(), "models")
+    target = os.path.join(folder, fname)
+    if os.path.isfile(target):
+        return target
+    _log.info("downloading %s to %s", KERAS_VGG19_URL + fname, folder)
+    try:
+        _download(KERAS_VGG19_URL + fname, target, md5)
+    except (OSError, http.client.HTTPException) as e:
+        home = os.path.expanduser("~")
+        shown = "~" + folder[len(home) :] if folder.startswith(home + os.sep) else folder
+        raise WeightsError(
+            f"cannot download the ImageNet VGG19 weights ({_reason(e)}); put {fname} from "
+            f"{KERAS_VGG19_URL} in {shown}{os.sep} (Keras's cache: $KERAS_HOME/models, else ~/.keras/models)"
+        ) from None
+    return target
+
+
+def load_vgg19_weights(model, source, *, skip_weights: Iterable[str] = ()) -> None:
+    """Loads VGG19 weights into a model built by `lib.nets.vgg.vgg19`.
+
+    Args:
+        model: the model; its layers `conv1_1 .. conv5_4` (and `fc6, fc7, fc8`) are set.
+        source: `"imagenet"`, or the path of a tensorflow-vgg `vgg19.npy`, of a Keras 3
+            `.weights.h5` or of a legacy Keras 2 `.h5` file of `keras.applications.VGG19`
+            (`block1_conv1 .. fc1, fc2, predictions`), or of weights saved from our own model.
+        skip_weights: layers to leave as they are, e.g. `("fc8",)` for a new classifier.
+
+    Raises:
+        lib.errors.MissingFileError: the file does not exist.
+        lib.errors.WeightsError: unsafe, truncated or unknown file, a missing layer or a wrong
+            shape, or `"imagenet"` neither cached nor downloadable. The model is then unchanged.
+    """
+    if isinstance(source, str) and source == "imagenet":
+        layer_names = {layer.name for layer in model.layers}
+        path = imagenet_vgg19_file(include_top="fc6" in layer_names)
+    else:
+        path = _existing_file(source)
+    found = _read_layers(path)
+    index = _generic_index(found)
+    arrays = {_vgg_name(name, index): value for name, value in found.items()}
+    assign_weights(model, arrays, path, skip_weights=skip_weights)
+
+
+def load_googlenet_weights(model, source, *, skip_weights: Iterable[str] = ()) -> None:
+    """Loads the caffe-tensorflow BVLC GoogLeNet weights into a `lib.nets.googlenet.googlenet` model.
+
+    Args:
+        model: the model.
+        source: the path of the caffe-tensorflow `googlenet.npy` (`{layer: {"weights": W,
+            "biases": b}}` or `{layer: [W, b]}`; caffe's `conv1/7x7_s2` is read as `conv1_7x7_s2`),
+            or of a Keras weights file saved from our own model.
+        skip_weights: layers to leave as they are, e.g. `("loss3_classifier",)`.
+
+    Raises:
+        lib.errors.MissingFileError: the file does not exist.
+        lib.errors.WeightsError: as `load_vgg19_weights`; `"imagenet"` has no Keras download.
+    """
+    if isinstance(source, str) and source == "imagenet":
+        raise WeightsError(
+            "Keras has no ImageNet download of GoogLeNet; pass the path of the caffe-tensorflow googlenet.npy"
+        )
+    path = _existing_file(source)
+    assign_weights(model, _read_layers(path), path, skip_weights=skip_weights)
