@@ -108,7 +108,8 @@ into the convolutions (`lib.nets.layers.fold_batch_norm`).
 single-object images; top-2 predictions equal both classes on {scores["two_object_top2"]:.2%} of 2,000 \
 two-object images (seed {TEST_SEED + 1}).
 - Training time: {seconds / 60:.1f} minutes on a 2-core CPU machine.
-- Reproduce: `python example/train_bundled.py --model {name}` (inside `.venv`, or `python3 run.py` first).
+- Reproduce: `.venv/bin/python example/train_bundled.py --model {name}` (after `python3 run.py test` or \
+`demo` has created `.venv/`).
 """
 
 

@@ -112,3 +112,17 @@ def test_models_clone_and_save_with_their_custom_layers(tmp_path):
     path = tmp_path / "net.keras"
     net.save(path)
     np.testing.assert_allclose(keras.models.load_model(path)(images), net(images), rtol=1e-5, atol=1e-5)
+
+
+def test_builder_loads_all_but_the_named_layers(tmp_path):
+    narrow = dict(input_shape=(32, 32, 3), widths=(4, 4, 4, 4, 4), fc_width=8)
+    source = vgg19(classes=10, **narrow)
+    path = tmp_path / "narrow.weights.h5"
+    source.save_weights(path)
+    model = vgg19(weights=str(path), classes=3, skip_weights=("fc8",), **narrow)
+    for name in ("conv1_1", "conv5_4", "fc6", "fc7"):
+        for loaded, saved in zip(
+            model.get_layer(name).get_weights(), source.get_layer(name).get_weights(), strict=True
+        ):
+            np.testing.assert_array_equal(loaded, saved)
+    assert model.get_layer("fc8").get_weights()[0].shape == (8, 3)

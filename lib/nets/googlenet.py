@@ -61,6 +61,7 @@ def googlenet(
     width=1.0,
     last_block="5b",
     batch_norm=False,
+    skip_weights=(),
     name="googlenet",
 ):
     """Builds GoogLeNet taking RGB images in 0-255 and doing the Caffe preprocessing inside.
@@ -80,6 +81,8 @@ def googlenet(
         width: multiplier of every layer's channel count (1.0 is the published network).
         last_block: the last inception block kept (`"3a"` .. `"5b"`); the stage pooling before a
             dropped stage is dropped too, so the last feature map stays as fine as possible.
+        skip_weights: layers to leave at random when loading `weights`, named explicitly (e.g.
+            the classifier, to fine-tune on other classes); partial loading is never silent.
         name: model name.
 
     Returns:
@@ -126,5 +129,5 @@ def googlenet(
     if weights is not None:
         from lib.nets.weights import load_googlenet_weights
 
-        load_googlenet_weights(model, weights)
+        load_googlenet_weights(model, weights, skip_weights=skip_weights)
     return model

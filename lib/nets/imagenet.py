@@ -90,7 +90,7 @@ def decode_predictions(logits_or_probs: ArrayLike, top: int = 5) -> list[list[tu
         raise InputError(f"top must be an integer from 1 to {NUM_CLASSES}, got {top!r}")
     order = np.argsort(-scores, axis=1, kind="stable")[:, :top]  # (batch, top)
     names = class_names()
-    return [[(int(c), names[c], float(row[c])) for c in ids] for row, ids in zip(scores, order)]
+    return [[(int(c), names[c], float(row[c])) for c in ids] for row, ids in zip(scores, order, strict=True)]
 
 
 def _as_score_matrix(logits_or_probs: ArrayLike) -> np.ndarray:

@@ -25,6 +25,7 @@ def vgg19(
     top="fc",
     fc_width=4096,
     batch_norm=False,
+    skip_weights=(),
     name="vgg19",
 ):
     """Builds VGG19 taking RGB images in 0-255 and doing the Caffe preprocessing inside.
@@ -49,6 +50,8 @@ def vgg19(
         fc_width: units of fc6 and fc7 (the `"fc"` top only).
         batch_norm: normalise every convolution before its ReLU (`conv1_1`, `conv1_1_bn`,
             `conv1_1_relu`), to train from scratch; see `lib.nets.layers.fold_batch_norm`.
+        skip_weights: layers to leave at random when loading `weights`, named explicitly (e.g.
+            the classifier, to fine-tune on other classes); partial loading is never silent.
         name: model name.
 
     Returns:
@@ -87,5 +90,5 @@ def vgg19(
     if weights is not None:
         from lib.nets.weights import load_vgg19_weights
 
-        load_vgg19_weights(model, weights)
+        load_vgg19_weights(model, weights, skip_weights=skip_weights)
     return model
