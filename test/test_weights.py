@@ -25,8 +25,9 @@ from numpy.lib import format as npy_format
 from lib.errors import MissingFileError, WeightsError
 from lib.nets import weights
 from lib.nets.googlenet import googlenet
+from lib.nets.safe_npy import load_npy_dict
 from lib.nets.vgg import VGG19_CONVS_PER_BLOCK, vgg19
-from lib.nets.weights import load_googlenet_weights, load_npy_dict, load_vgg19_weights
+from lib.nets.weights import load_googlenet_weights, load_vgg19_weights
 
 NARROW = {"widths": (8,) * 5, "fc_width": 16, "input_shape": (32, 32, 3)}
 TOP_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels.h5"
