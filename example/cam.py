@@ -1,0 +1,313 @@
+"""Class activation maps of a global-average-pooling network, or train a CAM head and watch its maps form.
+
+Usage: python example/cam.py [--train] [--predict] [--checkpoint DIR] [--class-id disk ring] [--images DIR]
+"""
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import lib  # noqa: F401  (quiet TensorFlow start-up, before keras)
+
+# isort: split
+import numpy as np
+from PIL import Image
+
+from lib import cli
+from lib.dataflow.images import class_folders, list_images
+from lib.dataflow.shapes import write_image_folder
+from lib.errors import InputError, LayerError
+from lib.methods.cam import CAM
+from lib.methods.cam_training import cam_model, find_feature_layer, load_weights, read_checkpoint, train_cam
+from lib.nets import bundled
+from lib.plot import figure_rows, overlay, save_figure, save_mat, to_uint8
+
+TRAIN_IMAGE = cli.SAMPLES_DIR / "09_disk_ring.png"
+TRAIN_CLASSES = ("disk", "ring", "star")  # the two objects of TRAIN_IMAGE, and one it does not show
+MAX_COLUMNS = 8  # snapshots drawn in cam_training.png
+MAX_OVERVIEW = 12  # images drawn in cam_overview.png
+DPI = 80  # the shapes are 64x64 pixels: more would only make files larger
+
+
+def save_png(fig, path):
+    """`save_figure`, re-encoded as a dithered 256-colour PNG: a third of the size, no visible loss.
+
+    The noisy backgrounds of the shapes make full-colour PNGs large; the docs commit these figures.
+    """
+    save_figure(fig, path, dpi=DPI)
+    image = Image.open(path).convert("RGB")
+    palette = image.quantize(256, method=Image.Quantize.FASTOCTREE)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        image.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(tmp, "PNG", optimize=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_model_arguments(parser, "shapes_vgg")
+    cli.add_image_arguments(parser)
+    cli.add_output_arguments(parser, "cam")
+    parser.add_argument("--class-id", nargs="+", help="class ids or names (default: each image's top-k)")
+    parser.add_argument("--top-k", type=positive, default=3, help="classes per image without --class-id")
+    parser.add_argument("--predict", action="store_true", help="draw CAM of --images (the default action)")
+    parser.add_argument("--checkpoint", type=Path, help="CAM model trained by --train (default: --model)")
+    train = parser.add_argument_group("training (--train)")
+    train.add_argument("--train", action="store_true", help="fine-tune a CAM head on --model's conv part")
+    train.add_argument("--data", type=Path, help="folder of <class>/<images> (default: generated shapes)")
+    train.add_argument("--num-images", type=positive, default=600, help="generated images without --data")
+    train.add_argument("--epochs", type=positive, default=4)
+    train.add_argument("--train-batch-size", type=positive, default=32)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--maps-every", type=positive, default=2, help="record the maps every N steps")
+    train.add_argument("--image", type=Path, default=TRAIN_IMAGE, help="image whose maps are recorded")
+    train.add_argument("--conv-width", type=positive, help="units of cam_conv (1024; 128 on bundled models)")
+    train.add_argument("--train-base", action="store_true", help="fine-tune the base too, not only the head")
+    train.add_argument("--seed", type=int, default=0, help="seed of the split, shuffling and head weights")
+    train.add_argument("--fresh", action="store_true", help="start afresh instead of resuming a checkpoint")
+    return parser.parse_args(argv)
+
+
+def class_ids_of(values, class_names):
+    """`--class-id` values (ids or names) as ints, or None."""
+    if values is None:
+        return None
+    ids = []
+    for value in values:
+        if value.lstrip("-").isdigit():
+            ids.append(int(value))
+        elif value in class_names:
+            ids.append(class_names.index(value))
+        else:
+            raise InputError(
+                f"--class-id {value!r} is neither an id nor a class name; e.g. {class_names[0]!r}"
+            )
+    return ids
+
+
+def quiet_class_folders(folder):
+    """`class_folders` without its warnings, which a later call gives (or an error makes moot)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return class_folders(folder)
+
+
+def conv_base(name, weights):
+    """The network a CAM head is trained on, and its input size."""
+    if name in bundled.names():
+        return cli.load_subject(name, weights).model, bundled.INPUT_SIZE
+    from lib.nets.googlenet import googlenet
+    from lib.nets.vgg import vgg19
+
+    if weights is None:
+        warnings.warn(
+            f"{name} has random weights (no --weights given): its features mean nothing", stacklevel=2
+        )
+    return (vgg19 if name == "vgg19" else googlenet)(include_top=False, weights=weights), cli.FULL_SIZE_INPUT
+
+
+def shapes_folder(folder, num_images, seed):
+    """A generated `<class>/<image>` folder, written once and reused while it is complete."""
+    try:
+        if len(quiet_class_folders(folder)[0]) == num_images:
+            return folder
+    except (InputError, FileNotFoundError):
+        pass
+    print(f"writing {num_images} generated shape images to {folder} ...", flush=True)
+    write_image_folder(folder, num_images, seed=seed)
+    return folder
+
+
+def train(args, out):
+    """Fine-tunes a CAM head; writes the checkpoint, cam_training.png and cam_training.mat."""
+    data = args.data or shapes_folder(out / "shapes_data", args.num_images, args.seed)
+    paths, _, class_names = quiet_class_folders(data)  # train_cam warns about empty classes, once
+    ids = class_ids_of(args.class_id, class_names)
+    if ids is None:
+        wanted = TRAIN_CLASSES if set(TRAIN_CLASSES) <= set(class_names) else class_names[:3]
+        ids = [class_names.index(name) for name in wanted]
+    base, size = conv_base(args.model, args.weights)
+    width = args.conv_width or (128 if args.model in bundled.names() else 1024)
+    settings = dict(feature_layer=find_feature_layer(base).name, conv_width=width, train_base=args.train_base)
+    model = cam_model(base, len(class_names), seed=args.seed, **settings)
+    checkpoint = args.checkpoint or out / "checkpoint"
+    print(f"read {len(paths)} images of {len(class_names)} classes from {data}")
+    print(
+        f"training {args.model} up to {settings['feature_layer']} + a CAM head; checkpoints in {checkpoint}"
+    )
+    history = train_cam(
+        model,
+        data,
+        args.epochs,
+        checkpoint,
+        seed=args.seed,
+        batch_size=args.train_batch_size,
+        image_size=size,
+        learning_rate=args.learning_rate,
+        inference_image=args.image,
+        class_ids=ids,
+        maps_every=args.maps_every,
+        resume=not args.fresh,
+        metadata=dict(model=args.model, image_size=size, seed=args.seed, **settings),
+    )
+    save_png(training_figure(history, args.image.name), out / "cam_training.png")
+    save_mat(out / "cam_training.mat", {**history.arrays(), "class_names": np.array(class_names, object)})
+    print(
+        f"validation accuracy {history.val_accuracy[-1]:.1%} after {len(history.loss)} epochs; "
+        f"wrote {out / 'cam_training.png'}, {out / 'cam_training.mat'}"
+    )
+    return checkpoint
+
+
+def training_figure(history, image_name):
+    """Rows: classes; columns: up to MAX_COLUMNS snapshots, first to last, denser early (when maps change)."""
+    picks = np.unique(np.round(np.geomspace(1, len(history.steps), MAX_COLUMNS)) - 1)
+    image = history.image
+    rows, cells = [], []
+    for k in range(len(history.class_ids)):
+        rows.append([overlay(image, history.maps[int(s)][k]) for s in picks])
+        cells.append([f"p={history.scores[int(s)][k]:.2f}" for s in picks])
+    titles = []
+    for s in picks.astype(int):
+        accuracy = history.step_accuracy[s]
+        titles.append(
+            f"step {history.steps[s]}\n" + ("untrained" if np.isnan(accuracy) else f"acc {accuracy:.2f}")
+        )
+    names = [history.class_names[c] for c in history.class_ids]
+    fig = figure_rows(
+        rows, col_titles=titles, row_titles=names, cell_titles=cells, colorbar=True, tile_size=1.4
+    )
+    fig.suptitle(
+        f"CAM of {image_name} while the head trains (p: softmax score of the row's class)", fontsize=10
+    )
+    return fig
+
+
+def subject_of(args, checkpoint):
+    """The model to explain: a trained CAM model from `checkpoint`, or `--model`."""
+    if checkpoint is None:
+        return cli.load_subject(args.model, args.weights)
+    info = read_checkpoint(checkpoint)
+    meta = info.get("metadata", {})
+    if "model" not in meta:
+        raise InputError(
+            f"checkpoint '{checkpoint}' was not written by example/cam.py --train (no model recorded)"
+        )
+    if meta["model"] in bundled.names():
+        base = bundled.build(meta["model"])  # random: the checkpoint holds every weight
+    else:
+        from lib.nets.googlenet import googlenet
+        from lib.nets.vgg import vgg19
+
+        base = (vgg19 if meta["model"] == "vgg19" else googlenet)(include_top=False)
+    keys = ("feature_layer", "conv_width", "train_base", "seed")
+    model = cam_model(base, len(info["class_names"]), **{key: meta[key] for key in keys})
+    load_weights(model, checkpoint)
+    print(f"loaded the CAM model trained for {info['epoch']} epochs from {checkpoint}")
+    return cli.Subject(f"{meta['model']} + CAM head", model, tuple(info["class_names"]), meta["image_size"])
+
+
+def explainer(subject):
+    try:
+        return CAM(subject.model)
+    except LayerError as err:
+        raise LayerError(
+            f"{err}, or train a CAM head first: example/cam.py --train --model {subject.name} "
+            "[--weights ...], then --predict --checkpoint <out>/checkpoint"
+        ) from None
+
+
+def predict(args, out, checkpoint):
+    """CAM of each image for its top-k or the chosen classes; writes figures and cam.mat."""
+    paths = list_images(args.images)
+    subject = subject_of(args, checkpoint)
+    names = list(subject.class_names)
+    chosen = class_ids_of(args.class_id, names)
+    cam = explainer(subject)
+    run = cli.ImageRun(paths, subject.image_size, args.batch_size)
+    kept, images, all_maps, all_ids, all_scores = [], [], [], [], []
+    for batch in run:
+        logits = np.asarray(subject.model.predict_on_batch(batch.images), np.float64)  # (n, classes)
+        probabilities = np.exp(logits - logits.max(1, keepdims=True))
+        probabilities /= probabilities.sum(1, keepdims=True)
+        top = np.argsort(-probabilities, axis=1, kind="stable")[:, : args.top_k]
+        ids = np.array([chosen] * len(logits)) if chosen is not None else top  # (n, K)
+        maps = cam(batch.images, ids.tolist())  # (n, K, H, W)
+        for path, image, row, class_ids, scores in zip(
+            batch.paths, batch.images, maps, ids, np.take_along_axis(probabilities, ids, 1), strict=True
+        ):
+            stem = Path(path).stem
+            figure = image_figure(
+                image, row, [f"{names[c]} {p:.2f}" for c, p in zip(class_ids, scores, strict=True)]
+            )
+            save_png(figure, out / f"{stem}_cam.png")
+            kept.append(stem)
+            images.append(image)
+            all_maps.append(row)
+            all_ids.append(class_ids)
+            all_scores.append(scores)
+    mat = {"maps": np.stack(all_maps), "class_ids": np.stack(all_ids), "scores": np.stack(all_scores)}
+    save_mat(
+        out / "cam.mat", {**mat, "files": np.array(kept, object), "class_names": np.array(names, object)}
+    )
+    save_png(overview_figure(images, mat, kept, names, subject.name), out / "cam_overview.png")
+    print(f"{run.summary()}; wrote {len(kept)} *_cam.png, cam.mat and cam_overview.png to {out}")
+
+
+def image_figure(image, maps, titles):
+    """One row: the image, then the CAM overlay of each class, titled with class and score."""
+    row = [to_uint8(image, (0, 255))] + [overlay(image, heatmap) for heatmap in maps]
+    return figure_rows([row], cell_titles=[["image", *titles]], colorbar=True, tile_size=2.0)
+
+
+def short(text, length=16):
+    """`text` cut to `length` characters, so that titles of narrow tiles do not overlap."""
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
+def overview_figure(images, mat, stems, names, model_name):
+    """Columns: the first MAX_OVERVIEW images; rows: the image, then its maps by rank."""
+    count, rank = min(len(images), MAX_OVERVIEW), mat["class_ids"].shape[1]
+    rows = [[to_uint8(image, (0, 255)) for image in images[:count]]]
+    cells = [[short(stem) for stem in stems[:count]]]
+    for k in range(rank):
+        rows.append([overlay(images[i], mat["maps"][i, k]) for i in range(count)])
+        cells.append(
+            [f"{short(names[mat['class_ids'][i, k]], 11)} {mat['scores'][i, k]:.2f}" for i in range(count)]
+        )
+    labels = ["image"] + [f"class {k + 1}" for k in range(rank)]
+    fig = figure_rows(rows, row_titles=labels, cell_titles=cells, tile_size=1.1)
+    fig.suptitle(f"CAM of {model_name}: class and softmax score above each map", fontsize=10)
+    return fig
+
+
+def main(args):
+    out = cli.prepare_output(args.out)
+    if args.data is not None:
+        quiet_class_folders(args.data)  # a bad folder fails here, before anything is written
+    checkpoint = args.checkpoint
+    if args.predict or not args.train:
+        list_images(args.images)
+    if args.train:
+        checkpoint = train(args, out)
+    if args.predict or not args.train:
+        predict(args, out, checkpoint)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main, parse_args()))
