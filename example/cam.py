@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from lib import cli
-from lib.dataflow.images import class_folders, list_images
+from lib.dataflow.images import class_folders, list_images, read_image
 from lib.dataflow.shapes import write_image_folder
 from lib.errors import InputError, LayerError
 from lib.methods.cam import CAM
@@ -89,6 +89,8 @@ def class_ids_of(values, class_names):
     ids = []
     for value in values:
         if value.lstrip("-").isdigit():
+            if not 0 <= int(value) < len(class_names):
+                raise InputError(f"--class-id {value} is out of range; pass 0 .. {len(class_names) - 1}")
             ids.append(int(value))
         elif value in class_names:
             ids.append(class_names.index(value))
@@ -298,7 +300,9 @@ def overview_figure(images, mat, stems, names, model_name):
 def main(args):
     out = cli.prepare_output(args.out)
     if args.data is not None:
-        quiet_class_folders(args.data)  # a bad folder fails here, before anything is written
+        quiet_class_folders(args.data)  # a bad folder or image fails here, before anything is written
+    if args.train:
+        read_image(args.image)
     checkpoint = args.checkpoint
     if args.predict or not args.train:
         list_images(args.images)
