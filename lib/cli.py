@@ -159,6 +159,7 @@ def run(main, args):
 
     Warnings print as one `warning: ...` line each. `args.debug` shows the traceback instead.
     """
+    default_format = warnings.formatwarning
     warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {message}\n"
     try:
         return main(args) or 0
@@ -170,3 +171,5 @@ def run(main, args):
     except KeyboardInterrupt:
         print("interrupted; files already written are complete, nothing partial was left", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = default_format

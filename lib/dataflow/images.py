@@ -289,20 +289,23 @@ def class_folders(root):
         raise InputError(
             f"no class subfolders in '{root}'; lay the images out as {root}/<class name>/<image>"
         )
-    paths, labels = [], []
+    paths, labels, empty = [], [], []
     for label, name in enumerate(class_names):
         try:
             found = list_images(os.path.join(root, name))
         except InputError:
-            warnings.warn(
-                f"class folder '{os.path.join(root, name)}' has no images; class {label} gets no examples",
-                stacklevel=2,
-            )
+            empty.append(name)
             continue
         paths += found
         labels += [label] * len(found)
     if not paths:
         raise InputError(f"no images ({_EXTENSION_LIST}) in the class subfolders of '{root}'; check the path")
+    for name in empty:  # only worth a warning when the run goes on
+        label = class_names.index(name)
+        warnings.warn(
+            f"class folder '{os.path.join(root, name)}' has no images; class {label} gets no examples",
+            stacklevel=2,
+        )
     return paths, np.array(labels, np.int64), class_names
 
 
