@@ -83,6 +83,17 @@ def _stack(grads, scores):
     return tf.stack(grads, axis=1)
 
 
+def _check_finite(out, x):
+    """Refuse NaN or Inf results: finite images can still overflow a model (or its weights hold NaN)."""
+    if all(np.isfinite(a).all() for a in tf.nest.flatten(out) if a.dtype.kind == "f"):
+        return
+    low, high = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+    raise InputError(
+        f"the model gives NaN or Inf for images spanning [{low:.3g}, {high:.3g}]; pass pixels in the range "
+        "it expects (RGB 0-255 for the lib.nets builders), and check that its weights are finite"
+    )
+
+
 class Explainer:
     """Base of the methods: the graph of `model`, a resolved layer, and compiled passes.
 
@@ -121,8 +132,9 @@ class Explainer:
         """Run the compiled pass for `kind`, made on first use, and return numpy arrays."""
         if kind not in self._functions:
             self._functions[kind] = tf.function(self._traced(kind))
-        out = self._functions[kind](*args)
-        return tf.nest.map_structure(lambda t: t.numpy(), out)
+        out = tf.nest.map_structure(lambda t: t.numpy(), self._functions[kind](*args))
+        _check_finite(out, args[0])
+        return out
 
     def _traced(self, kind):
         """The Python function to compile for `kind`; class-map methods take targets."""

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from lib.errors import InputError, LayerError
+from lib.methods.graph import check_model, functional_graph
 
 SELECTIONS = ("random", "strongest", "all")
 SCALES = ("tile", "joint")
@@ -96,8 +97,10 @@ def layer_filters(model, layer):
         that `weights[i]` is filter `i`. For grouped convolutions `in_channels` is per group.
 
     Raises:
+        InputError: `model` is not a `keras.Model`.
         LayerError: the layer does not exist or is not a `Conv2D` layer; the message lists those that are.
     """
+    check_model(model)
     convs = conv_layers(model)
     found = find_layer(model, layer, convs)
     if not isinstance(found, keras.layers.Conv2D):
@@ -226,10 +229,13 @@ class FeatureMaps:
         layer: name or object of a layer with a spatial output `(N, h, w, C)`, nested models included.
 
     Raises:
-        LayerError: the layer does not exist or has no spatial output; the message lists those that do.
+        InputError: `model` is not a `keras.Model`.
+        LayerError: the layer does not exist or has no spatial output; the message lists those that do,
+            or the model has no functional graph (subclassed).
     """
 
     def __init__(self, model, layer):
+        functional_graph(model)  # a clear error for anything but a functional or built Sequential model
         inputs = _graph_inputs(model)
         if len(inputs) != 1:
             raise LayerError(
@@ -309,6 +315,9 @@ class FeatureMaps:
         return int(num_maps)
 
     def _check(self, images):
+        from lib.dataflow.images import check_images  # imported on use, as in `base.Explainer`
+
+        check_images(images)  # refuses ragged lists, non-numeric dtypes, NaN and Inf
         images = np.asarray(images, dtype=self.input_dtype)
         expected = self.input_shape[1:]
         fits = images.ndim == len(self.input_shape) and all(

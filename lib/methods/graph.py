@@ -23,7 +23,7 @@ import warnings
 import keras
 from keras.src import tree
 
-from lib.errors import LayerError
+from lib.errors import InputError, LayerError
 
 SOFTMAX_NAMES = ("softmax", "log_softmax")
 _METHODS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -69,6 +69,44 @@ def functional_of(op):
     return None
 
 
+def check_model(model):
+    """Refuse anything but a Keras 3 `keras.Model` (a layer, a tf.keras model, a file name...).
+
+    Raises:
+        InputError: naming what `model` is instead.
+    """
+    if not isinstance(model, keras.Model):
+        package = type(model).__module__.split(".")[0]
+        kind = type(model).__name__ if package == "builtins" else f"{package} {type(model).__name__}"
+        raise InputError(
+            f"model is a {kind}, not a keras.Model; pass a Keras 3 model, e.g. from lib.nets or "
+            "keras.models.load_model(path)"
+        )
+
+
+def functional_graph(model):
+    """`functional_of(model)`, or a one-line error that says what `model` is and how to fix it.
+
+    Raises:
+        InputError: `model` is not a Keras 3 `keras.Model`.
+        LayerError: a subclassed model, or a Sequential model without an input shape.
+    """
+    check_model(model)
+    fn = functional_of(model)
+    if fn is not None:
+        return fn
+    if isinstance(model, keras.Sequential):
+        raise LayerError(
+            f"Sequential model {model.name!r} has no input shape yet; start it with "
+            "keras.Input((H, W, 3)) or call model.build((None, H, W, 3))"
+        )
+    raise LayerError(
+        f"model {model.name!r} is a subclassed keras.Model ({type(model).__name__}), whose layers the "
+        "methods cannot reach: they need a functional graph; rebuild it with inputs = keras.Input((H, W, 3)) "
+        "and keras.Model(inputs, model.call(inputs))"
+    )
+
+
 def activation_name(op):
     """Name of the activation a layer applies ('relu', 'softmax', ...), or '' if none."""
     act = getattr(op, "activation", None)
@@ -101,16 +139,12 @@ class ModelGraph:
         model: a functional or Sequential `keras.Model` (nested models are expanded).
 
     Raises:
+        InputError: if `model` is not a `keras.Model`.
         LayerError: if the model is subclassed, unbuilt, or has several inputs or outputs.
     """
 
     def __init__(self, model):
-        fn = functional_of(model)
-        if fn is None:
-            raise LayerError(
-                f"model {model.name!r} is not a built functional or Sequential model; "
-                "build it on a keras.Input or wrap it in keras.Model(inputs, outputs)"
-            )
+        fn = functional_graph(model)
         if len(fn.inputs) != 1 or len(fn.outputs) != 1:
             raise LayerError(
                 f"model {model.name!r} has {len(fn.inputs)} inputs and {len(fn.outputs)} outputs; "
