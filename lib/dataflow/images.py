@@ -12,6 +12,7 @@ Usage:
 
 import dataclasses
 import os
+import re
 import warnings
 
 import numpy as np
@@ -74,8 +75,11 @@ def _decode(path):
     try:
         image = Image.open(path)  # lazy: reads the header only
     except Image.DecompressionBombError as err:
+        # Pillow refuses from the header, before we see the size; its message gives the pixel count.
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{_mpx(int(found[1]))} Mpx, " if found else ""
         raise InputError(
-            f"image '{path}' is above the {_mpx(MAX_PIXELS)} Mpx limit ({err}); downscale it first"
+            f"image '{path}' is {size}above the {_mpx(MAX_PIXELS)} Mpx limit; downscale it first"
         ) from None
     except Exception as err:  # Pillow's header parsers raise many types on corrupt data
         raise _unreadable(path, err) from err
@@ -147,9 +151,7 @@ def check_images(images):
     try:
         array = np.asarray(images)
     except (ValueError, TypeError) as err:
-        raise InputError(
-            f"images cannot be turned into an array ({err}); pass an (N, H, W, C) array"
-        ) from None
+        raise _not_an_array(images, err) from None
     if array.ndim == 3:
         array = array[np.newaxis]
     if array.ndim != 4:
@@ -157,6 +159,21 @@ def check_images(images):
     if array.size == 0:
         raise InputError(f"images are empty (shape {array.shape}); pass at least one non-empty image")
     return _as_pixels(array, "images")
+
+
+def _not_an_array(images, err):
+    """The error for `images` numpy cannot stack: most often a list of images of different sizes."""
+    try:
+        shapes = [np.shape(image) for image in images]
+    except (TypeError, ValueError):
+        shapes = []
+    for i, shape in enumerate(shapes):
+        if shape != shapes[0]:
+            return InputError(
+                f"images differ in size: image 0 has shape {shapes[0]}, image {i} has {shape}; "
+                "resize them to one size first, e.g. with lib.dataflow.images.resize(image, size=(H, W))"
+            )
+    return InputError(f"images cannot be turned into an array ({err}); pass an (N, H, W, C) array")
 
 
 def _positive_int(name, value):
