@@ -297,7 +297,7 @@ def top_class(model, images, class_names):
     logits = np.asarray(model(images, training=False), np.float64)  # (N, classes)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
-    return [f"{class_names[p.argmax()][:18]} {p.max():.2f}" for p in probs]
+    return [f"{class_names[p.argmax()][:18]} {p.max():.3g}" for p in probs]
 
 
 def per_image(args, subject, deconvs, paths, out):

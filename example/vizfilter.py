@@ -1,0 +1,187 @@
+"""Draws a network's first-layer filters and the feature maps of chosen layers for an image.
+
+Usage: python example/vizfilter.py [--model shapes_googlenet] [--layer inception_3a_output ...] [--images IMG]
+"""
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import lib  # noqa: F401  (quiet TensorFlow start-up, before keras)
+
+# isort: split
+import numpy as np
+from matplotlib.figure import Figure
+
+from lib import cli, plot
+from lib.dataflow.images import list_images
+from lib.errors import InputError
+from lib.methods.filters import SELECTIONS, FeatureMaps, conv_layers, filter_tiles, layer_filters
+from lib.nets.layers import CaffePreprocess
+
+DEFAULT_IMAGE = cli.SAMPLES_DIR / "10_disk_cross.png"
+# Layers drawn when --layer is not given: an early convolution and the inception blocks (GoogLeNet),
+# or one convolution per resolution (VGG).
+DEFAULT_LAYERS = {
+    "shapes_googlenet": ("conv2_3x3", "inception_3a_output", "inception_3b_output"),
+    "googlenet": ("conv2_3x3", "inception_3a_output", "inception_4a_output"),
+    "shapes_vgg": ("conv2_1", "conv3_2", "conv4_2"),
+    "vgg19": ("conv2_2", "conv3_4", "conv4_4"),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_model_arguments(parser, default_model="shapes_googlenet")
+    cli.add_image_arguments(parser)
+    parser.set_defaults(images=DEFAULT_IMAGE)
+    parser.add_argument("--layer", nargs="+", help="layers whose feature maps to draw (default: per model)")
+    parser.add_argument(
+        "--num-maps", type=int, default=64, help="feature maps per layer (at most its channels)"
+    )
+    parser.add_argument(
+        "--select",
+        choices=SELECTIONS,
+        default="strongest",
+        help="which maps: strongest mean activation on the image, a random draw, or all",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of --select random")
+    cli.add_output_arguments(parser, "vizfilter")
+    return parser.parse_args(argv)
+
+
+def filter_figure(model, model_name):
+    """The colour grid of the model's first convolution, and that layer's name."""
+    layer = conv_layers(model)[0]
+    weights = layer_filters(model, layer)  # (F, kh, kw, 3)
+    # Our builders flip RGB to BGR inside the model, so the kernel's channels are B, G, R.
+    bgr = any(isinstance(other, CaffePreprocess) for other in model.layers)
+    tiles = filter_tiles(weights, input_order="bgr" if bgr else "rgb")  # (F, kh, kw, 3) in [0, 1]
+    count, kh, kw, depth = weights.shape
+    fig = plot.image_grid(
+        tiles,
+        ncols=8 if count >= 32 else math.ceil(math.sqrt(count)),
+        titles=[f"#{i}" for i in range(count)],
+        tile_size=0.9,
+        suptitle=f"{model_name} {layer.name}: {count} filters {kh}x{kw}x{depth}, each on its own scale",
+    )
+    return fig, layer.name
+
+
+def predictions(model, images, class_names, top=2):
+    """'disk 0.61, cross 0.37' per image: the model's top classes with their softmax scores."""
+    logits = np.asarray(model(images, training=False), np.float64)  # (N, classes)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    best = np.argsort(-probs, axis=1)[:, :top]
+    return [
+        ", ".join(f"{class_names[c][:18]} {p[c]:.3g}" for c in row)
+        for p, row in zip(probs, best, strict=True)
+    ]
+
+
+def mosaic(maps, ncols, tile=64, gap=4, label_room=16):
+    """Feature maps laid out as one array, NaN between tiles: one `imshow` instead of one per map.
+
+    Hundreds of small axes take matplotlib tens of seconds to lay out; one image takes well under one.
+
+    Args:
+        maps: float (h, w, M).
+        ncols: tiles per row.
+        tile: about this many pixels per tile side (maps are repeated by a whole factor).
+        gap, label_room: pixels between tiles, and above each row for its labels.
+
+    Returns:
+        (float32 array (rows, cols) with NaN gaps, list of (x, y) label positions above each tile).
+    """
+    h, w, count = maps.shape
+    factor = max(1, round(tile / max(h, w)))
+    th, tw = h * factor, w * factor
+    nrows = math.ceil(count / ncols)
+    grid = np.full((nrows * (th + label_room), ncols * (tw + gap) - gap), np.nan, np.float32)
+    anchors = []
+    for i in range(count):
+        top = (i // ncols) * (th + label_room) + label_room
+        left = (i % ncols) * (tw + gap)
+        grid[top : top + th, left : left + tw] = np.kron(maps[..., i], np.ones((factor, factor)))
+        anchors.append((left + tw / 2, top - 2))
+    return grid, anchors
+
+
+def maps_figure(image, maps, ids, image_title, suptitle):
+    """The input image on the left, a grid of feature maps on one colour scale on the right.
+
+    Args:
+        image: float (H, W, 3) in 0-255.
+        maps: float (h, w, M), the chosen channels of one layer for this image.
+        ids: (M,) channel ids, drawn above the tiles.
+    """
+    count = maps.shape[-1]
+    grid, anchors = mosaic(maps, ncols=8 if count <= 64 else math.ceil(math.sqrt(count)))
+    width, height = grid.shape[1] / 100 + 1.2, max(grid.shape[0] / 100, 2.8)  # inches at 100 dpi
+    fig = Figure(figsize=(2.8 + width, height + 0.5))
+    fig.set_layout_engine("constrained")
+    left, right = fig.subfigures(1, 2, width_ratios=[2.8, width])
+    ax = left.subplots()
+    ax.imshow(plot.to_uint8(image, value_range=(0, 255)))
+    ax.set_title(image_title, fontsize=plot.TITLE_SIZE)
+    ax.axis("off")
+    low, high = min(0.0, float(maps.min())), float(maps.max())
+    high = high if high > low else low + 1.0  # an all-zero layer stays drawable
+    ax = right.subplots()
+    ax.axis("off")
+    cmap = plot.matplotlib.colormaps["viridis"].with_extremes(bad="white")
+    shown = ax.imshow(grid, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+    for (x, y), channel in zip(anchors, ids, strict=True):
+        ax.text(x, y, f"#{channel}", ha="center", va="bottom", fontsize=plot.TITLE_SIZE - 2)
+    right.colorbar(shown, ax=ax, shrink=0.6, label="activation")
+    fig.suptitle(suptitle, fontsize=plot.TITLE_SIZE + 2)
+    return fig
+
+
+def describe(select, num, total):
+    if select == "all":
+        return f"all {total} channels"
+    how = "strongest mean activation" if select == "strongest" else "random draw"
+    return f"{num} of {total} channels ({how})"
+
+
+def layer_figure(probe, image, image_title, args, model_name):
+    """One layer's feature-map figure for one image (H, W, 3)."""
+    total = probe.num_channels
+    num = None if args.select == "all" else min(args.num_maps, total)
+    maps, ids = probe(image[None], num_maps=num, select=args.select, seed=args.seed)  # (1, h, w, M)
+    suptitle = (
+        f"{model_name} {probe.layer.name}: {describe(args.select, len(ids), total)}, "
+        f"{maps.shape[1]}x{maps.shape[2]} each"
+    )
+    return maps_figure(image, maps[0], ids, image_title, suptitle)
+
+
+def main(args):
+    if args.num_maps < 1:
+        raise InputError(f"--num-maps {args.num_maps}; pass at least 1")
+    out = cli.prepare_output(args.out)
+    paths = list_images(args.images)
+    subject = cli.load_subject(args.model, args.weights)
+    layers = args.layer or DEFAULT_LAYERS[args.model]
+    probes = [FeatureMaps(subject.model, name) for name in layers]  # checks every layer before any work
+    fig, first = filter_figure(subject.model, subject.name)
+    written = [plot.save_figure(fig, out / f"filters_{first}.png")]
+    print(f"read {len(paths)} image(s) from {args.images}; feature maps of {', '.join(layers)}")
+    run = cli.ImageRun(paths, subject.image_size, args.batch_size)
+    for batch in run:
+        titles = predictions(subject.model, batch.images, subject.class_names)
+        for image, path, title in zip(batch.images, batch.paths, titles, strict=True):
+            for probe in probes:
+                fig = layer_figure(probe, image, f"{Path(path).name}\n{title}", args, subject.name)
+                written.append(plot.save_figure(fig, out / f"{Path(path).stem}_{probe.layer.name}_maps.png"))
+    print(f"{run.summary()}; wrote {len(written)} figures to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main, parse_args()))
