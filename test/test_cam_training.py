@@ -157,7 +157,7 @@ def test_a_finished_run_is_not_trained_again_and_resume_false_starts_afresh(base
 
 def test_bad_folders_and_mismatched_models_are_refused(base, folder, tmp_path):
     (tmp_path / "empty" / "a").mkdir(parents=True)
-    with pytest.raises(InputError, match="no images"), pytest.warns(UserWarning, match="has no images"):
+    with pytest.raises(InputError, match="no images"):
         train_cam(build(base), tmp_path / "empty", 1, tmp_path / "out", **TRAIN)
     with pytest.raises(InputError, match="num_classes=8"):
         train_cam(cam_model(base, 3, conv_width=4), folder, 1, tmp_path / "out", **TRAIN)
