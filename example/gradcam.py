@@ -1,0 +1,252 @@
+"""Grad-CAM and Guided Grad-CAM of each image's top classes (or chosen ones), as figures and .npy maps.
+
+Usage: python example/gradcam.py [--model shapes_vgg] [--images data/samples] [--class-id 3 4]
+"""
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import lib  # noqa: F401  (quiet TensorFlow start-up, before keras)
+
+# isort: split
+import numpy as np
+from PIL import Image
+
+from lib import cli, plot
+from lib.dataflow.images import list_images
+from lib.errors import InputError
+from lib.methods.grad_cam import GradCAM, GuidedGradCAM
+from lib.methods.targets import parse_class_ids
+
+TOP_K = 2  # default classes per image: two-object samples then show one map per object
+OVERVIEW_IMAGES = 12  # the overview figure shows the first images of a run, not a whole folder
+OVERVIEW_DPI = 80  # 12 images fit a README at full size
+POINTING_SEED = 11  # generator seed of the pointing-game images (never used in training)
+# Per bundled model: the last spatial layer (what CAM uses) and an earlier one, to show the layer matters.
+POINTING_LAYERS = {
+    "shapes_vgg": ("conv4_2", "conv3_2"),
+    "shapes_googlenet": ("inception_3b_output", "inception_3a_output"),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_model_arguments(parser, "shapes_vgg")
+    cli.add_image_arguments(parser)
+    parser.add_argument("--layer", default=None, help="spatial layer to explain (default: the last one)")
+    parser.add_argument(
+        "--class-id",
+        type=int,
+        nargs="+",
+        default=None,
+        help=f"class ids to explain in every image (default: each image's top {TOP_K} predictions)",
+    )
+    cli.add_output_arguments(parser, "gradcam")
+    parser.add_argument(
+        "--pointing-game",
+        type=int,
+        metavar="N",
+        default=None,
+        help="print the pointing-game table of both bundled models on N two-object images (no figures)",
+    )
+    return parser.parse_args(argv)
+
+
+def softmax(logits):
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def chosen_classes(logits, class_id):
+    """int32 (N, K): the requested ids for every image, or each image's top predictions."""
+    if class_id is not None:
+        return np.tile(np.asarray(class_id, np.int32), (len(logits), 1))
+    return np.argsort(-logits, axis=1, kind="stable")[:, :TOP_K].astype(np.int32)
+
+
+def score_title(class_names, class_id, logits):
+    """'disk  p=0.93, logit 7.1' for one image's logits (classes,)."""
+    probability = softmax(logits)[class_id]
+    return f"{class_names[class_id]}  p={probability:.2f}, logit {logits[class_id]:.1f}"
+
+
+def unique_stems(paths):
+    """File stems, with a counter added where two files in different folders share one."""
+    stems, seen = [], {}
+    for path in paths:
+        stem = Path(path).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return stems
+
+
+def image_figure(name, image, cams, guided, titles, layer):
+    """One row per class: image | Grad-CAM overlay | Guided Grad-CAM."""
+    pixels = plot.to_uint8(image, value_range=(0, 255))
+    rows = [
+        [pixels, plot.overlay(pixels, cam), plot.normalize_input_map(g)]
+        for cam, g in zip(cams, guided, strict=True)
+    ]
+    fig = plot.figure_rows(
+        rows,
+        col_titles=["image", f"Grad-CAM ({layer})", "Guided Grad-CAM"],
+        row_titles=titles,
+        colorbar=True,
+    )
+    fig.suptitle(name, fontsize=plot.TITLE_SIZE + 1)
+    return fig
+
+
+def save_png(fig, path, dpi=100):
+    """`plot.save_figure`, then re-encoded as a dithered 256-colour PNG: a third of the size.
+
+    The noisy backgrounds of the shapes make full-colour PNGs large, and the docs commit these figures.
+    The full-colour file is complete before the palette one replaces it, so no partial file is seen.
+    """
+    plot.save_figure(fig, path, dpi=dpi)
+    image = Image.open(path).convert("RGB")
+    palette = image.quantize(256, method=Image.Quantize.FASTOCTREE)
+    tmp = path.with_name(f".{path.name}.palette.tmp")
+    try:
+        image.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(tmp, "PNG", optimize=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def overview_figure(entries, title):
+    """Images in columns; rows: the image, Grad-CAM of each class, Guided Grad-CAM of each class.
+
+    entries: (name, image, cams (K, H, W), guided (K, H, W, 3), labels) per image.
+    """
+    count = len(entries[0][2])
+    rows, cells = [[] for _ in range(1 + 2 * count)], [[] for _ in range(1 + 2 * count)]
+    for name, image, cams, guided, labels in entries:
+        pixels = plot.to_uint8(image, value_range=(0, 255))
+        rows[0].append(pixels)
+        cells[0].append(name if len(name) <= 14 else name[:13] + "…")
+        for k in range(count):
+            rows[1 + k].append(plot.overlay(pixels, cams[k]))
+            cells[1 + k].append(labels[k])
+            rows[1 + count + k].append(plot.normalize_input_map(guided[k]))
+            cells[1 + count + k].append(labels[k].split()[0])
+    labels = ["image", *(f"Grad-CAM #{k + 1}" for k in range(count))]
+    labels += [f"Guided #{k + 1}" for k in range(count)]
+    fig = plot.figure_rows(rows, row_titles=labels, cell_titles=cells, tile_size=1.1)
+    fig.suptitle(title, fontsize=plot.TITLE_SIZE + 1)
+    return fig
+
+
+def make_methods(model, layer):
+    """GradCAM and GuidedGradCAM at `layer`; None takes the last spatial layer without a warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="layer=None")
+        gradcam = GradCAM(model, layer)
+        return gradcam, GuidedGradCAM(model, gradcam.layer)
+
+
+def explain_images(args):
+    paths = list_images(args.images)
+    out = cli.prepare_output(args.out)
+    subject = cli.load_subject(args.model, args.weights)
+    gradcam, guided_gradcam = make_methods(subject.model, args.layer)
+    if args.class_id is not None:
+        parse_class_ids(args.class_id, 1, len(subject.class_names))  # bad ids fail before any work
+    print(f"Grad-CAM of {subject.name} at layer {gradcam.layer}, {len(paths)} image(s) from {args.images}")
+    stems = dict(zip(paths, unique_stems(paths), strict=True))
+    run, overview = cli.ImageRun(paths, subject.image_size, args.batch_size), []
+    for batch in run:
+        logits = np.asarray(subject.model(batch.images, training=False))  # (n, classes)
+        ids = chosen_classes(logits, args.class_id)  # (n, K)
+        cams = gradcam(batch.images, ids)  # (n, K, H, W)
+        guided = guided_gradcam(batch.images, ids)  # (n, K, H, W, 3)
+        for i, path in enumerate(batch.paths):
+            stem = stems[path]
+            titles = [score_title(subject.class_names, c, logits[i]) for c in ids[i]]
+            fig = image_figure(Path(path).name, batch.images[i], cams[i], guided[i], titles, gradcam.layer)
+            save_png(fig, out / f"{stem}_gradcam.png")
+            plot.save_array(out / f"{stem}_gradcam.npy", cams[i])
+            plot.save_array(out / f"{stem}_guided_gradcam.npy", guided[i])
+            if len(overview) < OVERVIEW_IMAGES:
+                labels = [f"{subject.class_names[c]} {softmax(logits[i])[c]:.2f}" for c in ids[i]]
+                overview.append((stem, batch.images[i], cams[i], guided[i], labels))
+    if not overview:
+        raise InputError(f"none of the {len(paths)} images could be read: {run.summary()}")
+    title = f"Grad-CAM ({subject.name}, {gradcam.layer}) and Guided Grad-CAM of the top classes (probability)"
+    save_png(overview_figure(overview, title), out / "gradcam_overview.png", dpi=OVERVIEW_DPI)
+    print(
+        f"wrote <image>_gradcam.png, <image>_gradcam.npy (K, H, W), <image>_guided_gradcam.npy "
+        f"(K, H, W, 3) for {run.done} images and gradcam_overview.png to {out}"
+    )
+    print(run.summary())
+    return 0
+
+
+def centre_maps(shape):
+    """float (N, 2, H, W): a Gaussian peaked at the image centre, the pointing game's prior baseline."""
+    n, _, h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    bump = np.exp(-(((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (2 * (h / 4) ** 2)))
+    return np.broadcast_to(bump, shape)
+
+
+def batched(method, images, ids, batch_size, label):
+    import keras
+
+    progress = keras.utils.Progbar(len(images), unit_name="image", verbose=1 if sys.stdout.isatty() else 2)
+    maps = []
+    for start in range(0, len(images), batch_size):
+        maps.append(method(images[start : start + batch_size], ids[start : start + batch_size]))
+        progress.add(len(maps[-1]))
+    print(f"  {label} done")
+    return np.concatenate(maps)
+
+
+def pointing_game_table(num_images, batch_size):
+    """Markdown table: pointing game and energy in mask of Grad-CAM and CAM on two-object images."""
+    from lib.dataflow.shapes import generate
+    from lib.methods.cam import CAM
+    from lib.metrics import energy_in_mask, pointing_game
+    from lib.nets import bundled
+
+    if num_images < 1:
+        raise InputError(f"--pointing-game {num_images}; pass a number of images >= 1")
+    images, labels, masks = generate(num_images, seed=POINTING_SEED, objects_per_image=2)
+    images, labels = images.astype(np.float32), labels.astype(np.int32)  # (N, 64, 64, 3), (N, 2)
+    print(f"pointing game on {num_images} two-object images (lib.dataflow.shapes seed {POINTING_SEED})")
+    results = [
+        ("-", "centre-peaked Gaussian (baseline)", "-", centre_maps((num_images, 2, *masks.shape[1:])))
+    ]
+    for name in bundled.names():
+        model = bundled.load(name)
+        methods = [("Grad-CAM", layer, GradCAM(model, layer)) for layer in POINTING_LAYERS[name]]
+        cam = CAM(model)
+        for method_name, layer, method in [*methods, ("CAM", cam.layer, cam)]:
+            maps = batched(method, images, labels, batch_size, f"{name} {method_name} {layer}")
+            results.append((name, method_name, layer, maps))
+    lines = [
+        "| model | method | layer | pointing game | within 4 px | energy in mask |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, method_name, layer, maps in results:
+        hit, near = (pointing_game(maps, masks, labels, tolerance=t) for t in (0, 4))
+        energy = energy_in_mask(maps, masks, labels)
+        lines.append(f"| {name} | {method_name} | {layer} | {hit:.1%} | {near:.1%} | {energy:.1%} |")
+    return "\n".join(lines)
+
+
+def main(args):
+    if args.pointing_game is not None:
+        print(pointing_game_table(args.pointing_game, args.batch_size))
+        return 0
+    return explain_images(args)
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main, parse_args()))

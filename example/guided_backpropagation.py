@@ -1,0 +1,298 @@
+"""Guided backpropagation of each image's predicted class (or chosen ones), as figures and .npy maps.
+
+Usage: python example/guided_backpropagation.py [--model shapes_vgg] [--images data/samples] [--sanity-check]
+"""
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import lib  # noqa: F401  (quiet TensorFlow start-up, before keras)
+
+# isort: split
+import keras
+import numpy as np
+from PIL import Image
+from scipy import stats
+
+from lib import cli, plot
+from lib.dataflow.images import list_images
+from lib.errors import InputError
+from lib.methods.grad_cam import GradCAM
+from lib.methods.guided_backprop import GuidedBackprop
+from lib.methods.targets import parse_class_ids
+from lib.nets import bundled
+
+OVERVIEW_IMAGES = 12  # the overview figure shows the first images of a run, not a whole folder
+OVERVIEW_DPI = 80  # 12 images fit a README at full size
+SANITY_IMAGES = 6
+RANDOM_SEED = 2018  # weights of the randomised twin in --sanity-check
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_model_arguments(parser, "shapes_vgg")
+    cli.add_image_arguments(parser)
+    parser.add_argument(
+        "--class-id",
+        type=int,
+        nargs="+",
+        default=None,
+        help="class ids to explain in every image (default: each image's predicted class)",
+    )
+    cli.add_output_arguments(parser, "guided_backpropagation")
+    parser.add_argument(
+        "--sanity-check",
+        action="store_true",
+        help="instead, compare the maps with those of copies with random top layers (Adebayo et al. 2018)",
+    )
+    return parser.parse_args(argv)
+
+
+def softmax(logits):
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def chosen_classes(logits, class_id):
+    """int32 (N, K): the requested ids for every image, or each image's predicted class (K = 1)."""
+    if class_id is not None:
+        return np.tile(np.asarray(class_id, np.int32), (len(logits), 1))
+    return logits.argmax(axis=1)[:, None].astype(np.int32)
+
+
+def score_title(class_names, class_id, logits):
+    """'disk  p=0.93, logit 7.1' for one image's logits (classes,)."""
+    probability = softmax(logits)[class_id]
+    return f"{class_names[class_id]}  p={probability:.2f}, logit {logits[class_id]:.1f}"
+
+
+def unique_stems(paths):
+    """File stems, with a counter added where two files in different folders share one."""
+    stems, seen = [], {}
+    for path in paths:
+        stem = Path(path).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return stems
+
+
+def magnitude(input_map, percentile=99):
+    """float32 (H, W) in [0, 1]: the largest |value| over colour channels, scaled by its percentile."""
+    strength = np.abs(input_map).max(axis=-1)  # (H, W)
+    scale = np.percentile(strength, percentile) or strength.max()
+    return np.clip(strength / scale, 0, 1).astype(np.float32) if scale else np.zeros_like(strength)
+
+
+def image_figure(name, image, grads, titles):
+    """One row per class: image | guided backprop in colour | its magnitude."""
+    pixels = plot.to_uint8(image, value_range=(0, 255))
+    rows = [[pixels, plot.normalize_input_map(g), magnitude(g)] for g in grads]
+    fig = plot.figure_rows(
+        rows,
+        col_titles=["image", "guided backprop (0 = gray)", "magnitude"],
+        row_titles=titles,
+        cmap="inferno",
+        colorbar=True,
+    )
+    fig.suptitle(name, fontsize=plot.TITLE_SIZE + 1)
+    return fig
+
+
+def save_png(fig, path, dpi=100):
+    """`plot.save_figure`, then re-encoded as a dithered 256-colour PNG: a third of the size.
+
+    The noisy backgrounds of the shapes make full-colour PNGs large, and the docs commit these figures.
+    The full-colour file is complete before the palette one replaces it, so no partial file is seen.
+    """
+    plot.save_figure(fig, path, dpi=dpi)
+    image = Image.open(path).convert("RGB")
+    palette = image.quantize(256, method=Image.Quantize.FASTOCTREE)
+    tmp = path.with_name(f".{path.name}.palette.tmp")
+    try:
+        image.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(tmp, "PNG", optimize=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def overview_figure(entries, title):
+    """Images in columns; rows: the image, then guided backprop and its magnitude for each class.
+
+    entries: (name, image, grads (K, H, W, 3), labels) per image.
+    """
+    count = len(entries[0][2])
+    rows, cells = [[] for _ in range(1 + 2 * count)], [[] for _ in range(1 + 2 * count)]
+    for name, image, grads, labels in entries:
+        rows[0].append(plot.to_uint8(image, value_range=(0, 255)))
+        cells[0].append(name if len(name) <= 14 else name[:13] + "…")
+        for k in range(count):
+            rows[1 + 2 * k] += [plot.normalize_input_map(grads[k])]
+            rows[2 + 2 * k] += [magnitude(grads[k])]
+            cells[1 + 2 * k] += [labels[k]]
+            cells[2 + 2 * k] += [None]
+    suffix = [f" #{k + 1}" if count > 1 else "" for k in range(count)]
+    labels = ["image", *(f"{name}{s}" for s in suffix for name in ("guided backprop", "magnitude"))]
+    fig = plot.figure_rows(rows, row_titles=labels, cell_titles=cells, cmap="inferno", tile_size=1.1)
+    fig.suptitle(title, fontsize=plot.TITLE_SIZE + 1)
+    return fig
+
+
+def setup(args):
+    """Image paths, output folder, model and checked class ids: everything that can fail early."""
+    paths = list_images(args.images)
+    out = cli.prepare_output(args.out)
+    subject = cli.load_subject(args.model, args.weights)
+    if args.class_id is not None:
+        parse_class_ids(args.class_id, 1, len(subject.class_names))  # bad ids fail before any work
+    return paths, out, subject
+
+
+def explain_images(args):
+    paths, out, subject = setup(args)
+    method = GuidedBackprop(subject.model)
+    print(f"guided backpropagation of {subject.name}, {len(paths)} image(s) from {args.images}")
+    stems = dict(zip(paths, unique_stems(paths), strict=True))
+    run, overview = cli.ImageRun(paths, subject.image_size, args.batch_size), []
+    for batch in run:
+        logits = np.asarray(subject.model(batch.images, training=False))  # (n, classes)
+        ids = chosen_classes(logits, args.class_id)  # (n, K)
+        grads = method(batch.images, ids)  # (n, K, H, W, 3)
+        for i, path in enumerate(batch.paths):
+            stem = stems[path]
+            titles = [score_title(subject.class_names, c, logits[i]) for c in ids[i]]
+            save_png(
+                image_figure(Path(path).name, batch.images[i], grads[i], titles),
+                out / f"{stem}_guided_backprop.png",
+            )
+            plot.save_array(out / f"{stem}_guided_backprop.npy", grads[i])
+            if len(overview) < OVERVIEW_IMAGES:
+                labels = [f"{subject.class_names[c]} {softmax(logits[i])[c]:.2f}" for c in ids[i]]
+                overview.append((stem, batch.images[i], grads[i], labels))
+    if not overview:
+        raise InputError(f"none of the {len(paths)} images could be read: {run.summary()}")
+    title = f"Guided backpropagation of {subject.name}: explained class (probability), colour and magnitude"
+    save_png(overview_figure(overview, title), out / "guided_backpropagation_overview.png", dpi=OVERVIEW_DPI)
+    print(
+        f"wrote <image>_guided_backprop.png and <image>_guided_backprop.npy (K, H, W, 3) for {run.done} "
+        f"images and guided_backpropagation_overview.png to {out}"
+    )
+    print(run.summary())
+    return 0
+
+
+def randomised(subject, top):
+    """A copy of the model whose `top` highest weighted layers have fresh random weights (fixed seed)."""
+    keras.utils.set_random_seed(RANDOM_SEED)
+    if subject.name in bundled.names():
+        twin = bundled.build(subject.name)
+    else:
+        twin = keras.models.clone_model(subject.model)  # clone_model draws new initial weights
+    weighted = [layer for layer in subject.model.layers if layer.weights]
+    for layer in weighted[: len(weighted) - top]:
+        twin.get_layer(layer.name).set_weights(layer.get_weights())
+    return twin
+
+
+def cascade(model):
+    """(label, number of top layers) of the randomisation steps: classifier, top half, everything."""
+    weighted = [layer.name for layer in model.layers if layer.weights]
+    tops = sorted({1, max(1, len(weighted) // 2), len(weighted)})
+    labels = {1: "classifier random", len(weighted): "all random"}
+    return [(labels.get(top, f"top {top}/{len(weighted)} random"), top) for top in tops]
+
+
+def rank_correlation(a, b):
+    """Spearman correlation of two maps, or NaN if either is constant (e.g. an all-zero Grad-CAM)."""
+    a, b = np.ravel(a), np.ravel(b)
+    if a.min() == a.max() or b.min() == b.max():
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def sanity_row(image, gbps, cams):
+    """Tiles of one image, and the rank correlation of each randomised net's maps with the trained one's.
+
+    gbps: (S + 1, H, W, 3) and cams: (S + 1, H, W), the trained net's first.
+    """
+    pixels = plot.to_uint8(image, value_range=(0, 255))
+    tiles = [pixels, *(plot.normalize_input_map(g) for g in gbps), *(plot.overlay(pixels, c) for c in cams)]
+    strength = np.abs(gbps).max(axis=-1)  # (S + 1, H, W), as in Adebayo et al.
+    correlations = [
+        (rank_correlation(strength[0], s), rank_correlation(cams[0], c))
+        for s, c in zip(strength[1:], cams[1:], strict=True)
+    ]
+    return tiles, correlations
+
+
+def mean_correlations(correlations):
+    """(steps, 2) means over images of (images, steps, 2) rank correlations, ignoring constant maps."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column: every map was constant
+        return np.nanmean(np.array(correlations), axis=0)
+
+
+def correlation_table(steps, means):
+    """Markdown table of the mean rank correlations (steps, 2) with the trained maps."""
+    lines = ["| randomised | guided backprop | Grad-CAM |", "| --- | --- | --- |"]
+    lines += [
+        f"| {label} | {gbp:.2f} | {cam:.2f} |" for (label, _), (gbp, cam) in zip(steps, means, strict=True)
+    ]
+    return "\n".join(lines)
+
+
+def sanity_figure(rows, labels, names, means, model_name):
+    """Rows of images; columns: guided backprop, then Grad-CAM, of the trained and randomised nets."""
+    gbp_text, cam_text = (" / ".join(f"{m:.2f}" for m in column) for column in means.T)
+    title = (
+        f"Sanity check ({model_name}): maps of the trained net and of copies with random top layers\n"
+        f"rank correlation with the trained maps: guided backprop {gbp_text}, Grad-CAM {cam_text}"
+    )
+    columns = ["image", *(f"GBP\n{name}" for name in names), *(f"Grad-CAM\n{name}" for name in names)]
+    fig = plot.figure_rows(rows, col_titles=columns, row_titles=labels, tile_size=1.1)
+    fig.suptitle(title, fontsize=plot.TITLE_SIZE + 1)
+    return fig
+
+
+def sanity_check(args):
+    paths, out, subject = setup(args)
+    paths = paths[:: max(1, len(paths) // SANITY_IMAGES)][:SANITY_IMAGES]  # spread over the folder
+    steps = cascade(subject.model)
+    nets = [subject.model, *(randomised(subject, top) for _, top in steps)]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="layer=None")
+        methods = [(GuidedBackprop(net), GradCAM(net)) for net in nets]
+    names = ["trained", *(label for label, _ in steps)]
+    print(f"sanity check of {subject.name}: top layers randomised (seed {RANDOM_SEED}), {len(paths)} images")
+    run, rows, labels, correlations = cli.ImageRun(paths, subject.image_size, args.batch_size), [], [], []
+    for batch in run:
+        logits = np.asarray(subject.model(batch.images, training=False))
+        ids = chosen_classes(logits, args.class_id)[:, :1]  # (n, 1): one class, the same for every net
+        gbps = np.stack([gbp(batch.images, ids)[:, 0] for gbp, _ in methods], axis=1)  # (n, S + 1, H, W, 3)
+        cams = np.stack([cam(batch.images, ids)[:, 0] for _, cam in methods], axis=1)  # (n, S + 1, H, W)
+        for i, class_id in enumerate(ids[:, 0]):
+            tiles, correlation = sanity_row(batch.images[i], gbps[i], cams[i])
+            rows.append(tiles)
+            labels.append(f"{subject.class_names[class_id]} {softmax(logits[i])[class_id]:.2f}")
+            correlations.append(correlation)
+    if not rows:
+        raise InputError(f"none of the {len(paths)} images could be read: {run.summary()}")
+    path, means = out / "guided_backpropagation_sanity_check.png", mean_correlations(correlations)
+    save_png(sanity_figure(rows, labels, names, means, subject.name), path, dpi=OVERVIEW_DPI)
+    print("mean rank correlation with the trained net's maps:")
+    print(correlation_table(steps, means))
+    print(f"wrote {path}\n{run.summary()}")
+    return 0
+
+
+def main(args):
+    return sanity_check(args) if args.sanity_check else explain_images(args)
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main, parse_args()))

@@ -1,0 +1,179 @@
+"""example/gradcam.py: maps agree with the library, class discrimination, determinism, bad input."""
+
+import contextlib
+import importlib.util
+import io
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from lib import cli
+from lib.dataflow.images import load_images
+from lib.dataflow.shapes import CLASS_NAMES
+from lib.methods.grad_cam import GradCAM, GuidedGradCAM
+from lib.nets import bundled
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("example_gradcam", ROOT / "example" / "gradcam.py")
+gradcam = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gradcam)
+
+GOOD = ("04_ring.png", "09_disk_ring.png")
+
+
+def run_script(*argv):
+    """(exit status, stdout, stderr, warning messages) of the script run as from the shell."""
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        warnings.catch_warnings(record=True) as w,
+    ):
+        warnings.simplefilter("always")
+        status = cli.run(gradcam.main, gradcam.parse_args([str(a) for a in argv]))
+    return status, out.getvalue(), err.getvalue(), [str(item.message) for item in w]
+
+
+def image_folder(root, names=GOOD, bad=()):
+    root.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(cli.SAMPLES_DIR / name, root / name)
+    for name in bad:
+        (root / name).write_text("not an image")
+    return root
+
+
+def files(folder):
+    return sorted(p.name for p in Path(folder).iterdir()) if Path(folder).exists() else []
+
+
+def assert_real_picture(path, min_side=300, max_side=2000):
+    pixels = iio.imread(path)
+    assert pixels.ndim == 3 and min_side <= min(pixels.shape[:2]) and max(pixels.shape[:2]) <= max_side
+    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 50
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gradcam")
+    images = image_folder(root / "images", bad=("notes.jpg",))
+    status, stdout, stderr, caught = run_script("--images", images, "--out", root / "out")
+    return root, status, stdout, stderr, caught
+
+
+def test_default_run_writes_a_figure_and_two_maps_per_readable_image(default_run):
+    root, status, stdout, _, caught = default_run
+    assert status == 0
+    stems = [Path(name).stem for name in GOOD]
+    expected = {
+        f"{s}{suffix}" for s in stems for suffix in ("_gradcam.png", "_gradcam.npy", "_guided_gradcam.npy")
+    }
+    assert set(files(root / "out")) == expected | {
+        "gradcam_overview.png"
+    }  # nothing for notes.jpg, no temp files
+    assert "2 images, 1 skipped: notes.jpg" in stdout
+    assert any("notes.jpg" in message for message in caught)
+    for name in ("04_ring_gradcam.png", "09_disk_ring_gradcam.png"):
+        assert_real_picture(root / "out" / name)
+    assert_real_picture(root / "out" / "gradcam_overview.png", min_side=150)  # one row of two images
+
+
+def test_maps_are_those_of_the_methods_for_the_top_two_classes(default_run):
+    root = default_run[0]
+    model = bundled.load("shapes_vgg")
+    x = load_images([cli.SAMPLES_DIR / name for name in GOOD], size=bundled.INPUT_SIZE).images
+    ids = np.argsort(-np.asarray(model(x)), axis=1)[:, :2]
+    cams = np.stack([np.load(root / "out" / f"{Path(n).stem}_gradcam.npy") for n in GOOD])
+    guided = np.stack([np.load(root / "out" / f"{Path(n).stem}_guided_gradcam.npy") for n in GOOD])
+    assert cams.shape == (2, 2, 64, 64) and guided.shape == (2, 2, 64, 64, 3)
+    assert cams.min() >= 0 and cams.max() == 1
+    np.testing.assert_allclose(cams, GradCAM(model, "conv4_2")(x, ids), atol=1e-5)
+    expected = GuidedGradCAM(model, "conv4_2")(x, ids)
+    np.testing.assert_allclose(guided, expected, atol=1e-5 * np.abs(expected).max())
+
+
+def test_the_two_classes_of_a_two_object_image_get_maps_peaking_apart(default_run):
+    cams = np.load(default_run[0] / "out" / "09_disk_ring_gradcam.npy")  # (2, 64, 64), top-2 classes
+    x = load_images(cli.SAMPLES_DIR / "09_disk_ring.png", size=bundled.INPUT_SIZE).images
+    top2 = np.argsort(-np.asarray(bundled.load("shapes_vgg")(x)), axis=1)[0, :2]
+    assert sorted(CLASS_NAMES[c] for c in top2) == ["disk", "ring"]  # both objects are the top two
+    peaks = [np.unravel_index(cam.argmax(), cam.shape) for cam in cams]
+    assert np.hypot(*np.subtract(*peaks)) > 16  # each map on its own object, not one blob for both
+
+
+def test_class_id_flag_explains_the_given_classes(tmp_path):
+    images = image_folder(tmp_path / "images", names=("09_disk_ring.png",))
+    status, *_ = run_script("--images", images, "--out", tmp_path / "out", "--class-id", "3", "7")
+    assert status == 0
+    cams = np.load(tmp_path / "out" / "09_disk_ring_gradcam.npy")
+    x = load_images(images, size=bundled.INPUT_SIZE).images
+    np.testing.assert_allclose(
+        cams[None], GradCAM(bundled.load("shapes_vgg"), "conv4_2")(x, [3, 7]), atol=1e-5
+    )
+
+
+def test_a_second_run_writes_identical_files(default_run, tmp_path):
+    root = default_run[0]
+    status, *_ = run_script("--images", root / "images", "--out", tmp_path)
+    assert status == 0 and files(tmp_path) == files(root / "out")
+    for name in files(tmp_path):
+        assert (tmp_path / name).read_bytes() == (root / "out" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(
+    "argv, phrase",
+    [
+        (["--images", "missing_folder"], "does not exist"),
+        (["--class-id", "8"], "class id 8 is outside 0..7"),
+        (["--class-id", "-1"], "class id -1"),
+        (["--layer", "fc8"], "no (N, h, w, C) axes"),
+        (["--layer", "conv9"], "no layer 'conv9'"),
+        (["--weights", "x.npy"], "bundled model"),
+        (["--pointing-game", "0"], "--pointing-game 0"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, argv, phrase):
+    images = image_folder(tmp_path / "images", names=GOOD[:1])
+    status, _, stderr, _ = run_script("--images", images, "--out", tmp_path / "out", *argv)
+    assert status == 2
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1 and phrase in stderr
+    assert files(tmp_path / "out") == []
+
+
+def test_a_folder_of_unreadable_images_exits_2(tmp_path):
+    images = image_folder(tmp_path / "images", names=(), bad=("a.jpg", "b.png"))
+    status, _, stderr, _ = run_script("--images", images, "--out", tmp_path / "out")
+    assert status == 2 and "none of the 2 images could be read" in stderr
+    assert files(tmp_path / "out") == []
+
+
+def test_pointing_game_table_gives_grad_cam_equal_to_cam_and_beats_the_baseline():
+    table = gradcam.pointing_game_table(24, batch_size=12)
+    rows = {}
+    for line in table.splitlines()[2:]:
+        model, method, layer, *rates = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[model, method, layer] = [float(rate.rstrip("%")) for rate in rates]
+    assert len(rows) == 1 + 3 * len(bundled.names())
+    baseline = rows["-", "centre-peaked Gaussian (baseline)", "-"]
+    for name in bundled.names():
+        last = bundled.LAST_CONV_LAYER[name]
+        assert rows[name, "Grad-CAM", last] == rows[name, "CAM", last]  # the same maps at the pooled layer
+        hit, near, _ = rows[name, "Grad-CAM", last]
+        assert near >= 80.0 and hit > baseline[0] + 25  # on 500 images: about 93% and 60%
+    assert re.search(r"\| - \| centre-peaked", table)
+
+
+@pytest.mark.slow
+def test_full_size_vgg19_with_random_weights_runs_and_warns(tmp_path):
+    images = image_folder(tmp_path / "images", names=GOOD[:1])
+    status, _, _, caught = run_script("--model", "vgg19", "--images", images, "--out", tmp_path / "out")
+    assert status == 0
+    assert any("random weights" in message for message in caught)
+    assert np.load(tmp_path / "out" / "04_ring_gradcam.npy").shape == (2, 224, 224)
+    assert np.load(tmp_path / "out" / "04_ring_guided_gradcam.npy").shape == (2, 224, 224, 3)
+    assert_real_picture(tmp_path / "out" / "04_ring_gradcam.png")
