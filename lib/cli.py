@@ -125,7 +125,7 @@ class ImageRun:
             progress.add(len(batch.paths) + len(batch.skipped))
 
     def summary(self):
-        text = f"{self.done} images, {len(self.skipped)} skipped"
+        text = f"{self.done} image{'' if self.done == 1 else 's'}, {len(self.skipped)} skipped"
         if self.skipped:
             text += ": " + "; ".join(f"{os.path.basename(path)} ({reason})" for path, reason in self.skipped)
         return text

@@ -128,7 +128,7 @@ def test_a_bad_image_in_the_folder_is_skipped_and_named(tmp_path, capsys):
     (folder / "broken.jpg").write_text("not an image")
     out = tmp_path / "out"
     assert run(["--images", str(folder), "--layer", "conv3_2", "--k", "3"], out) == 0
-    assert "1 images, 1 skipped: broken.jpg" in capsys.readouterr().out
+    assert "1 image, 1 skipped: broken.jpg" in capsys.readouterr().out
     assert len(read_table(out / "conv3_2_top3.csv")) == 3
 
 
