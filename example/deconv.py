@@ -16,7 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lib  # noqa: F401  (quiet TensorFlow start-up, before keras)
 
 # isort: split
-import keras
 import numpy as np
 
 from lib import cli, plot
@@ -120,7 +119,7 @@ def search_batches(run, generated, batch_size, origins):
     images, names, masks = generated
     if not len(images):
         return
-    progress = keras.utils.Progbar(len(images), unit_name="image", verbose=cli._progress_verbosity())
+    progress = cli.progress(len(images))
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         stop = start + batch_size
@@ -272,7 +271,7 @@ def write_top(args, subject, results, out):
             plot.save_figure(feat, f"{stem}_feat{suffix}.png"),
             plot.save_figure(im, f"{stem}_im{suffix}.png"),
             plot.save_figure(both, f"{stem}_top{args.k}{suffix}.png"),
-            write_text(f"{stem}_top{args.k}{suffix}.csv", top_table(result, shares)),
+            plot.save_text(f"{stem}_top{args.k}{suffix}.csv", top_table(result, shares)),
         ]
     return written
 
@@ -285,11 +284,6 @@ def report_shares(layer, shares):
             f"[{layer}] {len(known)} winners from generated images: {energy:.0%} of the reconstruction's "
             f"energy lies on the object, which fills {area:.0%} of the receptive field"
         )
-
-
-def write_text(path, text):
-    # plot's atomic writer: an interrupted run never leaves half a table behind
-    return plot._atomic_write(path, lambda file: file.write(text.encode()))
 
 
 def top_class(model, images, class_names):

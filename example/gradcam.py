@@ -197,9 +197,7 @@ def centre_maps(shape):
 
 
 def batched(method, images, ids, batch_size, label):
-    import keras
-
-    progress = keras.utils.Progbar(len(images), unit_name="image", verbose=1 if sys.stdout.isatty() else 2)
+    progress = cli.progress(len(images))
     maps = []
     for start in range(0, len(images), batch_size):
         maps.append(method(images[start : start + batch_size], ids[start : start + batch_size]))

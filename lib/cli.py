@@ -112,17 +112,15 @@ class ImageRun:
         self.done, self.skipped = 0, []
 
     def __iter__(self):
-        import keras
-
         from lib.dataflow.images import iter_batches
 
-        progress = keras.utils.Progbar(len(self.paths), unit_name="image", verbose=_progress_verbosity())
+        bar = progress(len(self.paths))
         for batch in iter_batches(self.paths, self.batch_size, size=self.size):
             self.skipped.extend(batch.skipped)
             if len(batch.paths):
                 yield batch
             self.done += len(batch.paths)
-            progress.add(len(batch.paths) + len(batch.skipped))
+            bar.add(len(batch.paths) + len(batch.skipped))
 
     def summary(self):
         text = f"{self.done} image{'' if self.done == 1 else 's'}, {len(self.skipped)} skipped"
@@ -131,9 +129,15 @@ class ImageRun:
         return text
 
 
-def _progress_verbosity():
-    # Keras redraws a bar on a terminal; in logs and CI one line per update would flood the output.
-    return 1 if sys.stdout.isatty() else 2
+def progress(total):
+    """A `keras.utils.Progbar` over `total` images; call `.add(n)` after each batch.
+
+    On a terminal the bar is redrawn in place; in logs and CI (no terminal) Keras prints one line at
+    the end instead of one per update.
+    """
+    import keras
+
+    return keras.utils.Progbar(total, unit_name="image", verbose=1 if sys.stdout.isatty() else 2)
 
 
 def prepare_output(folder):

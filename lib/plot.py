@@ -9,6 +9,7 @@ Conventions: RGB images are uint8 in 0-255 or float in [0, 1] when drawn; heatma
 `(H, W)` in [0, 1].
 """
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -258,27 +259,46 @@ def figure_rows(
     return fig
 
 
-def _atomic_write(path, write):
-    """Calls `write(file)` on a temporary file beside `path`, then renames it over `path`.
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path` to write to; renames it over `path` when the block ends.
 
-    The rename is atomic on one file system, so readers see the old file or the complete new one,
-    never a partial write; on any error the temporary file is removed and `path` is untouched.
+    The temporary name ends with `path`'s name, so writers that check or add a suffix (Keras
+    `save_weights` wants `.weights.h5`, `np.savez` adds `.npz`) keep it. The rename is atomic on one
+    file system: readers see the old file or the complete new one, never a partial write. If the
+    block raises, the temporary file is removed and `path` is untouched.
+
+    Usage:
+        with atomic_path(out / "epoch-001.weights.h5") as tmp:
+            model.save_weights(tmp)
+
+    Args:
+        path: the final file; missing parent folders are created.
+
+    Yields:
+        The temporary `Path`; the block must create it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 honours the umask, so the final file gets the usual permissions.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    tmp = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
     try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data reaches the disk before the rename makes it visible
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def _atomic_write(path, write):
+    """Calls `write(file)` on a new binary file beside `path`, then renames it over `path` (`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "xb") as file:  # "x" honours the umask, like any new file
+        write(file)
+    return Path(path)
 
 
 def save_figure(fig, path, dpi=100, close=True):
@@ -305,6 +325,11 @@ def save_figure(fig, path, dpi=100, close=True):
             import matplotlib.pyplot as plt  # only for figures pyplot already manages
 
             plt.close(fig)
+
+
+def save_text(path, text):
+    """Writes `text` to exactly `path` as UTF-8, atomically (e.g. a CSV table). Returns the `Path`."""
+    return _atomic_write(path, lambda file: file.write(text.encode("utf-8")))
 
 
 def save_array(path, array):

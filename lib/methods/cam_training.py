@@ -14,7 +14,6 @@ an image folder, writing checkpoints it resumes from and recording the maps of o
 import dataclasses
 import json
 import os
-import secrets
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 from lib.dataflow.images import class_folders, iter_batches, read_image, resize
 from lib.errors import InputError, LayerError, MissingFileError
 from lib.methods.cam import CAM
+from lib.plot import atomic_path, save_text
 
 CHECKPOINT = "checkpoint.json"
 _POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
@@ -296,27 +296,18 @@ def _snapshot(model, cam, history, step, results):
     )
 
 
-def _replace(path, write):
-    """Calls `write(tmp)` with a temporary path beside `path`, then renames it into place (atomic)."""
-    tmp = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _save(model, out_dir, history, epoch, metadata):
     """Writes the epoch's files, then `checkpoint.json` naming them (the commit), then drops old ones."""
     out_dir.mkdir(parents=True, exist_ok=True)
     weights, state = out_dir / f"epoch-{epoch:03d}.weights.h5", out_dir / f"epoch-{epoch:03d}.state.npz"
     optimizer = {f"optimizer_{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)}
-    _replace(weights, model.save_weights)
-    _replace(state, lambda tmp: np.savez(tmp, **optimizer, **history.arrays()))
+    with atomic_path(weights) as tmp:
+        model.save_weights(tmp)
+    with atomic_path(state) as tmp:
+        np.savez(tmp, **optimizer, **history.arrays())
     info = {"epoch": epoch, "weights": weights.name, "state": state.name, "class_names": history.class_names}
     text = json.dumps({**info, "metadata": metadata}, indent=1)
-    _replace(out_dir / CHECKPOINT, lambda tmp: tmp.write_text(text))
+    save_text(out_dir / CHECKPOINT, text)
     for old in out_dir.glob("epoch-*"):
         if old.name not in (weights.name, state.name):
             old.unlink()
