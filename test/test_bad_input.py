@@ -368,13 +368,14 @@ def test_a_subclassed_model_says_it_needs_a_functional_graph_and_what_to_do():
         (5, r"class id 5 is outside 0..4", ["8"]),
         ([[1, 2], [3]], "class_ids is ragged; give every image the same number K of classes", None),
         ([0, -1], r"class id -1 is outside 0..4", ["0", "-1"]),
+        ({1, 2}, r"class_ids=\{1, 2\}; pass an int, a list of ints or N lists of ints", None),
     ],
-    ids=["out-of-range", "k-lists-of-different-lengths", "negative"],
+    ids=["out-of-range", "k-lists-of-different-lengths", "negative", "not-ints"],
 )
 def test_bad_class_ids(gradcam, capsys, tmp_path, class_ids, message, argv):
     with pytest.raises(InputError, match=f"^{message}"):
         gradcam(pixels(2), class_ids)
-    if argv is None:  # the script's --class-id takes K ints for every image: never ragged
+    if argv is None:  # the script's --class-id takes K ints for every image
         return
     status, out, err = run_script(capsys, "gradcam", "--class-id", *argv, "--out", tmp_path)
     assert (status, out) == (2, "")

@@ -39,8 +39,10 @@ def parse_class_ids(class_ids, num_images, num_classes):
         ids = np.asarray(class_ids)
     except ValueError:
         raise InputError("class_ids is ragged; give every image the same number K of classes") from None
-    if ids.dtype == object:
-        raise InputError("class_ids is ragged; give every image the same number K of classes")
+    if ids.dtype == object:  # ragged lists, or no ints at all (a set, a dict, an int beyond int64)
+        if ids.ndim and any(isinstance(v, (list, tuple, np.ndarray)) for v in ids.flat):
+            raise InputError("class_ids is ragged; give every image the same number K of classes")
+        raise InputError(f"class_ids={class_ids!r}; pass an int, a list of ints or N lists of ints")
     if ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
         raise InputError(f"class_ids={class_ids!r}; pass an int, a list of ints or N lists of ints")
     ids = _to_matrix(ids, num_images)
