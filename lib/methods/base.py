@@ -9,6 +9,7 @@ single images builds nothing new.
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -137,12 +138,12 @@ class Explainer:
         return out
 
     def _traced(self, kind):
-        """The Python function to compile for `kind`; class-map methods take targets."""
+        """The Python function to compile for `kind`; class-map methods take targets.
 
-        def compute(x, ids):
-            return self._compute(x, ids if kind == "ids" else kind)
-
-        return compute
+        A `functools.partial`, not a closure: TensorFlow counts traces per code object, so closures
+        of many method objects would add up to a false "frequent retracing" warning.
+        """
+        return functools.partial(_compute_for_kind, self, kind)
 
     def _num_classes(self, class_ids):
         shape = self.graph.logits_shape
@@ -165,3 +166,7 @@ class Explainer:
                 f"images have shape {x.shape[1:]} but the model expects {expected}; resize the images"
             )
         return tf.convert_to_tensor(x, dtype=tf.float32)
+
+
+def _compute_for_kind(explainer, kind, x, ids):
+    return explainer._compute(x, ids if kind == "ids" else kind)
