@@ -610,6 +610,9 @@ def test_an_interrupted_cam_training_resumes_from_its_last_checkpoint(tmp_path):
         )
     assert history.resumed_from == 1 and len(history.loss) == 2
     assert files(tmp_path / "run") == ["checkpoint.json", "epoch-002.state.npz", "epoch-002.weights.h5"]
+    (tmp_path / "run" / "checkpoint.json").write_text("{")  # damaged by hand: one clear error, not JSON's
+    with pytest.raises(InputError, match=r"checkpoint '.*checkpoint.json' is damaged \(.*\); start afresh"):
+        read_checkpoint(tmp_path / "run")
 
 
 # ------------------------------------------------------------------------------------- scripts, overall

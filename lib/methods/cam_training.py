@@ -318,11 +318,17 @@ def read_checkpoint(out_dir):
 
     Raises:
         MissingFileError: there is no checkpoint in `out_dir`.
+        InputError: `checkpoint.json` is not JSON (edited by hand, or written by another tool).
     """
     path = Path(out_dir) / CHECKPOINT
     if not path.exists():
         raise MissingFileError(f"no checkpoint in '{out_dir}' ({CHECKPOINT} is missing); train first")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:  # json.JSONDecodeError, UnicodeDecodeError
+        raise InputError(
+            f"checkpoint '{path}' is damaged ({err}); start afresh (resume=False, or cam.py --fresh)"
+        ) from None
 
 
 def load_weights(model, out_dir):
