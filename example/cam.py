@@ -4,7 +4,6 @@ Usage: python example/cam.py [--train] [--predict] [--checkpoint DIR] [--class-i
 """
 
 import argparse
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -15,7 +14,6 @@ import lib  # noqa: F401  (quiet TensorFlow start-up, before keras)
 
 # isort: split
 import numpy as np
-from PIL import Image
 
 from lib import cli
 from lib.dataflow.images import class_folders, list_images, read_image
@@ -31,23 +29,7 @@ TRAIN_CLASSES = ("disk", "ring", "star")  # the two objects of TRAIN_IMAGE, and 
 MAX_COLUMNS = 8  # snapshots drawn in cam_training.png
 MAX_OVERVIEW = 12  # images drawn in cam_overview.png
 DPI = 80  # the shapes are 64x64 pixels: more would only make files larger
-
-
-def save_png(fig, path):
-    """`save_figure`, re-encoded as a dithered 256-colour PNG: a third of the size, no visible loss.
-
-    The noisy backgrounds of the shapes make full-colour PNGs large; the docs commit these figures.
-    """
-    save_figure(fig, path, dpi=DPI)
-    image = Image.open(path).convert("RGB")
-    palette = image.quantize(256, method=Image.Quantize.FASTOCTREE)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        image.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(tmp, "PNG", optimize=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+COLORS = 256  # palette PNGs: the noisy backgrounds of the shapes make full-colour files 3x larger
 
 
 def positive(text):
@@ -166,7 +148,8 @@ def train(args, out):
         resume=not args.fresh,
         metadata=dict(model=args.model, image_size=size, seed=args.seed, **settings),
     )
-    save_png(training_figure(history, args.image.name), out / "cam_training.png")
+    fig = training_figure(history, args.image.name)
+    save_figure(fig, out / "cam_training.png", dpi=DPI, colors=COLORS)
     save_mat(out / "cam_training.mat", {**history.arrays(), "class_names": np.array(class_names, object)})
     print(
         f"validation accuracy {history.val_accuracy[-1]:.1%} after {len(history.loss)} epochs; "
@@ -256,7 +239,7 @@ def predict(args, out, checkpoint):
             figure = image_figure(
                 image, row, [f"{names[c]} {p:.2f}" for c, p in zip(class_ids, scores, strict=True)]
             )
-            save_png(figure, out / f"{stem}_cam.png")
+            save_figure(figure, out / f"{stem}_cam.png", dpi=DPI, colors=COLORS)
             kept.append(stem)
             images.append(image)
             all_maps.append(row)
@@ -266,7 +249,8 @@ def predict(args, out, checkpoint):
     save_mat(
         out / "cam.mat", {**mat, "files": np.array(kept, object), "class_names": np.array(names, object)}
     )
-    save_png(overview_figure(images, mat, kept, names, subject.name), out / "cam_overview.png")
+    fig = overview_figure(images, mat, kept, names, subject.name)
+    save_figure(fig, out / "cam_overview.png", dpi=DPI, colors=COLORS)
     print(f"{run.summary()}; wrote {len(kept)} *_cam.png, cam.mat and cam_overview.png to {out}")
 
 

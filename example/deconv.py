@@ -38,6 +38,7 @@ DEFAULT_GENERATED = 200
 GENERATED_SEED = 2017
 BOX_COLOUR = (255, 230, 0)
 TRIPLE = "each: deconvnet reconstruction | image patch | source image, the field in yellow"
+COLORS = 256  # palette PNGs: smaller in all (the large top-k grids shrink most, small grids grow)
 
 
 def parse_args(argv=None):
@@ -268,9 +269,9 @@ def write_top(args, subject, results, out):
         report_shares(layer, shares)
         stem = out / layer
         written += [
-            plot.save_figure(feat, f"{stem}_feat{suffix}.png"),
-            plot.save_figure(im, f"{stem}_im{suffix}.png"),
-            plot.save_figure(both, f"{stem}_top{args.k}{suffix}.png"),
+            plot.save_figure(feat, f"{stem}_feat{suffix}.png", colors=COLORS),
+            plot.save_figure(im, f"{stem}_im{suffix}.png", colors=COLORS),
+            plot.save_figure(both, f"{stem}_top{args.k}{suffix}.png", colors=COLORS),
             plot.save_text(f"{stem}_top{args.k}{suffix}.csv", top_table(result, shares)),
         ]
     return written
@@ -321,7 +322,7 @@ def per_image(args, subject, deconvs, paths, out):
                     suptitle=f"{subject.name} {deconv.layer}: deconvnet of the {args.k} {what}",
                 )
                 name = f"{Path(path).stem}_{deconv.layer}_deconv{suffix}.png"
-                written.append(plot.save_figure(fig, out / name))
+                written.append(plot.save_figure(fig, out / name, colors=COLORS))
     print(run.summary())
     return written
 

@@ -4,7 +4,6 @@ Usage: python example/gradcam.py [--model shapes_vgg] [--images data/samples] [-
 """
 
 import argparse
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -15,7 +14,6 @@ import lib  # noqa: F401  (quiet TensorFlow start-up, before keras)
 
 # isort: split
 import numpy as np
-from PIL import Image
 
 from lib import cli, plot
 from lib.dataflow.images import list_images
@@ -26,6 +24,7 @@ from lib.methods.targets import parse_class_ids
 TOP_K = 2  # default classes per image: two-object samples then show one map per object
 OVERVIEW_IMAGES = 12  # the overview figure shows the first images of a run, not a whole folder
 OVERVIEW_DPI = 80  # 12 images fit a README at full size
+COLORS = 256  # palette PNGs: the noisy backgrounds of the shapes make full-colour files 3x larger
 POINTING_SEED = 11  # generator seed of the pointing-game images (never used in training)
 # Per bundled model: the last spatial layer (what CAM uses) and an earlier one, to show the layer matters.
 POINTING_LAYERS = {
@@ -102,24 +101,6 @@ def image_figure(name, image, cams, guided, titles, layer):
     return fig
 
 
-def save_png(fig, path, dpi=100):
-    """`plot.save_figure`, then re-encoded as a dithered 256-colour PNG: a third of the size.
-
-    The noisy backgrounds of the shapes make full-colour PNGs large, and the docs commit these figures.
-    The full-colour file is complete before the palette one replaces it, so no partial file is seen.
-    """
-    plot.save_figure(fig, path, dpi=dpi)
-    image = Image.open(path).convert("RGB")
-    palette = image.quantize(256, method=Image.Quantize.FASTOCTREE)
-    tmp = path.with_name(f".{path.name}.palette.tmp")
-    try:
-        image.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(tmp, "PNG", optimize=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def overview_figure(entries, title):
     """Images in columns; rows: the image, Grad-CAM of each class, Guided Grad-CAM of each class.
 
@@ -170,7 +151,7 @@ def explain_images(args):
             stem = stems[path]
             titles = [score_title(subject.class_names, c, logits[i]) for c in ids[i]]
             fig = image_figure(Path(path).name, batch.images[i], cams[i], guided[i], titles, gradcam.layer)
-            save_png(fig, out / f"{stem}_gradcam.png")
+            plot.save_figure(fig, out / f"{stem}_gradcam.png", colors=COLORS)
             plot.save_array(out / f"{stem}_gradcam.npy", cams[i])
             plot.save_array(out / f"{stem}_guided_gradcam.npy", guided[i])
             if len(overview) < OVERVIEW_IMAGES:
@@ -179,7 +160,8 @@ def explain_images(args):
     if not overview:
         raise InputError(f"none of the {len(paths)} images could be read: {run.summary()}")
     title = f"Grad-CAM ({subject.name}, {gradcam.layer}) and Guided Grad-CAM of the top classes (probability)"
-    save_png(overview_figure(overview, title), out / "gradcam_overview.png", dpi=OVERVIEW_DPI)
+    fig = overview_figure(overview, title)
+    plot.save_figure(fig, out / "gradcam_overview.png", dpi=OVERVIEW_DPI, colors=COLORS)
     print(
         f"wrote <image>_gradcam.png, <image>_gradcam.npy (K, H, W), <image>_guided_gradcam.npy "
         f"(K, H, W, 3) for {run.done} images and gradcam_overview.png to {out}"

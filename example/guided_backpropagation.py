@@ -4,7 +4,6 @@ Usage: python example/guided_backpropagation.py [--model shapes_vgg] [--images d
 """
 
 import argparse
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -16,7 +15,6 @@ import lib  # noqa: F401  (quiet TensorFlow start-up, before keras)
 # isort: split
 import keras
 import numpy as np
-from PIL import Image
 from scipy import stats
 
 from lib import cli, plot
@@ -29,6 +27,7 @@ from lib.nets import bundled
 
 OVERVIEW_IMAGES = 12  # the overview figure shows the first images of a run, not a whole folder
 OVERVIEW_DPI = 80  # 12 images fit a README at full size
+COLORS = 256  # palette PNGs: the noisy backgrounds of the shapes make full-colour files 3x larger
 SANITY_IMAGES = 6
 RANDOM_SEED = 2018  # weights of the randomised twin in --sanity-check
 
@@ -103,24 +102,6 @@ def image_figure(name, image, grads, titles):
     return fig
 
 
-def save_png(fig, path, dpi=100):
-    """`plot.save_figure`, then re-encoded as a dithered 256-colour PNG: a third of the size.
-
-    The noisy backgrounds of the shapes make full-colour PNGs large, and the docs commit these figures.
-    The full-colour file is complete before the palette one replaces it, so no partial file is seen.
-    """
-    plot.save_figure(fig, path, dpi=dpi)
-    image = Image.open(path).convert("RGB")
-    palette = image.quantize(256, method=Image.Quantize.FASTOCTREE)
-    tmp = path.with_name(f".{path.name}.palette.tmp")
-    try:
-        image.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(tmp, "PNG", optimize=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def overview_figure(entries, title):
     """Images in columns; rows: the image, then guided backprop and its magnitude for each class.
 
@@ -166,10 +147,8 @@ def explain_images(args):
         for i, path in enumerate(batch.paths):
             stem = stems[path]
             titles = [score_title(subject.class_names, c, logits[i]) for c in ids[i]]
-            save_png(
-                image_figure(Path(path).name, batch.images[i], grads[i], titles),
-                out / f"{stem}_guided_backprop.png",
-            )
+            fig = image_figure(Path(path).name, batch.images[i], grads[i], titles)
+            plot.save_figure(fig, out / f"{stem}_guided_backprop.png", colors=COLORS)
             plot.save_array(out / f"{stem}_guided_backprop.npy", grads[i])
             if len(overview) < OVERVIEW_IMAGES:
                 labels = [f"{subject.class_names[c]} {softmax(logits[i])[c]:.2f}" for c in ids[i]]
@@ -177,7 +156,8 @@ def explain_images(args):
     if not overview:
         raise InputError(f"none of the {len(paths)} images could be read: {run.summary()}")
     title = f"Guided backpropagation of {subject.name}: explained class (probability), colour and magnitude"
-    save_png(overview_figure(overview, title), out / "guided_backpropagation_overview.png", dpi=OVERVIEW_DPI)
+    fig = overview_figure(overview, title)
+    plot.save_figure(fig, out / "guided_backpropagation_overview.png", dpi=OVERVIEW_DPI, colors=COLORS)
     print(
         f"wrote <image>_guided_backprop.png and <image>_guided_backprop.npy (K, H, W, 3) for {run.done} "
         f"images and guided_backpropagation_overview.png to {out}"
@@ -283,7 +263,8 @@ def sanity_check(args):
     if not rows:
         raise InputError(f"none of the {len(paths)} images could be read: {run.summary()}")
     path, means = out / "guided_backpropagation_sanity_check.png", mean_correlations(correlations)
-    save_png(sanity_figure(rows, labels, names, means, subject.name), path, dpi=OVERVIEW_DPI)
+    fig = sanity_figure(rows, labels, names, means, subject.name)
+    plot.save_figure(fig, path, dpi=OVERVIEW_DPI, colors=COLORS)
     print("mean rank correlation with the trained net's maps:")
     print(correlation_table(steps, means))
     print(f"wrote {path}\n{run.summary()}")

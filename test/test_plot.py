@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from matplotlib.artist import Artist
+from PIL import Image
 
 from lib.errors import InputError
 from lib.plot import (
@@ -170,3 +171,26 @@ def test_save_text_writes_utf8_and_replaces_the_old_file(tmp_path):
     assert save_text(path, "rank,name\n1,café\n") == path
     assert path.read_bytes() == "rank,name\n1,café\n".encode()
     assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+def test_save_figure_colors_writes_a_smaller_palette_png_of_the_same_picture(tmp_path):
+    noise = RNG.integers(0, 256, (200, 200, 3), dtype=np.uint8)  # like the shapes' noisy backgrounds
+    fig = figure_rows([[noise, HEATMAP]], tile_size=2)
+    full = save_figure(fig, tmp_path / "full.png", close=False)
+    small = save_figure(fig, tmp_path / "small.png", close=False, colors=256)
+    with Image.open(small) as image:
+        assert image.mode == "P" and len(image.getcolors(256)) <= 256
+        pixels = np.asarray(image.convert("RGB"), np.float64)
+    reference = iio.imread(full)[..., :3].astype(np.float64)
+    assert pixels.shape == reference.shape
+    assert np.abs(pixels.mean(axis=(0, 1)) - reference.mean(axis=(0, 1))).max() < 2  # dithering keeps colour
+    assert small.stat().st_size < 0.6 * full.stat().st_size
+    for colors, path, message in [
+        (1, "a.png", r"colors=1; pass None"),
+        (300, "a.png", r"colors=300"),
+        (True, "a.png", r"colors=True"),
+        (256, "a.pdf", r"not \.pdf"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            save_figure(fig, tmp_path / path, close=False, colors=colors)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.png", "small.png"]
