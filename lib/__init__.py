@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import sys
 
 
 @contextlib.contextmanager
@@ -17,8 +18,10 @@ def _stderr_silenced():
         os.close(saved)
 
 
-# TensorFlow's start-up log is noise for our users; a value they set themselves wins.
-if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+# TensorFlow's start-up log is noise for our users. Its C++ lines (absl, CUDA probing) go straight to
+# file descriptor 2 before any log level applies, so the first import happens with stderr silenced;
+# a log level the user set themselves is kept.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if "tensorflow" not in sys.modules:
     with _stderr_silenced():
         import tensorflow  # noqa: F401  (imported here once, quietly)
