@@ -226,11 +226,8 @@ def predict(args, out, checkpoint):
     run = cli.ImageRun(paths, subject.image_size, args.batch_size)
     kept, images, all_maps, all_ids, all_scores = [], [], [], [], []
     for batch in run:
-        logits = np.asarray(subject.model.predict_on_batch(batch.images), np.float64)  # (n, classes)
-        probabilities = np.exp(logits - logits.max(1, keepdims=True))
-        probabilities /= probabilities.sum(1, keepdims=True)
-        top = np.argsort(-probabilities, axis=1, kind="stable")[:, : args.top_k]
-        ids = np.array([chosen] * len(logits)) if chosen is not None else top  # (n, K)
+        probabilities = cli.softmax(subject.model.predict_on_batch(batch.images))  # (n, classes)
+        ids = cli.chosen_classes(probabilities, chosen, args.top_k)  # (n, K)
         maps = cam(batch.images, ids.tolist())  # (n, K, H, W)
         for path, image, row, class_ids, scores in zip(
             batch.paths, batch.images, maps, ids, np.take_along_axis(probabilities, ids, 1), strict=True

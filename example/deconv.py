@@ -287,14 +287,6 @@ def report_shares(layer, shares):
         )
 
 
-def top_class(model, images, class_names):
-    """'disk 0.93' per image: the top class and its softmax probability."""
-    logits = np.asarray(model(images, training=False), np.float64)  # (N, classes)
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
-    return [f"{class_names[p.argmax()][:18]} {p.max():.3g}" for p in probs]
-
-
 def per_image(args, subject, deconvs, paths, out):
     """For each image and layer: the image, then its k strongest activations reconstructed full size."""
     suffix = "" if args.id is None else f"_{args.id}"
@@ -302,7 +294,7 @@ def per_image(args, subject, deconvs, paths, out):
     written = []
     for batch in run:
         recs = [deconv(batch.images, channel=args.id, k=args.k) for deconv in deconvs]  # all checked first
-        labels = top_class(subject.model, batch.images, subject.class_names)
+        labels = cli.top_labels(subject.model, batch.images, subject.class_names)
         for i, path in enumerate(batch.paths):
             for deconv, rec in zip(deconvs, recs, strict=True):
                 tiles = [plot.to_uint8(batch.images[i], value_range=(0, 255))]

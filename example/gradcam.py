@@ -56,34 +56,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def softmax(logits):
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-def chosen_classes(logits, class_id):
-    """int32 (N, K): the requested ids for every image, or each image's top predictions."""
-    if class_id is not None:
-        return np.tile(np.asarray(class_id, np.int32), (len(logits), 1))
-    return np.argsort(-logits, axis=1, kind="stable")[:, :TOP_K].astype(np.int32)
-
-
-def score_title(class_names, class_id, logits):
-    """'disk  p=0.93, logit 7.1' for one image's logits (classes,)."""
-    probability = softmax(logits)[class_id]
-    return f"{class_names[class_id]}  p={probability:.2f}, logit {logits[class_id]:.1f}"
-
-
-def unique_stems(paths):
-    """File stems, with a counter added where two files in different folders share one."""
-    stems, seen = [], {}
-    for path in paths:
-        stem = Path(path).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
-    return stems
-
-
 def image_figure(name, image, cams, guided, titles, layer):
     """One row per class: image | Grad-CAM overlay | Guided Grad-CAM."""
     pixels = plot.to_uint8(image, value_range=(0, 255))
@@ -140,22 +112,22 @@ def explain_images(args):
     if args.class_id is not None:
         parse_class_ids(args.class_id, 1, len(subject.class_names))  # bad ids fail before any work
     print(f"Grad-CAM of {subject.name} at layer {gradcam.layer}, {len(paths)} image(s) from {args.images}")
-    stems = dict(zip(paths, unique_stems(paths), strict=True))
+    stems = dict(zip(paths, cli.unique_stems(paths), strict=True))
     run, overview = cli.ImageRun(paths, subject.image_size, args.batch_size), []
     for batch in run:
         logits = np.asarray(subject.model(batch.images, training=False))  # (n, classes)
-        ids = chosen_classes(logits, args.class_id)  # (n, K)
+        ids = cli.chosen_classes(logits, args.class_id, TOP_K)  # (n, K)
         cams = gradcam(batch.images, ids)  # (n, K, H, W)
         guided = guided_gradcam(batch.images, ids)  # (n, K, H, W, 3)
         for i, path in enumerate(batch.paths):
             stem = stems[path]
-            titles = [score_title(subject.class_names, c, logits[i]) for c in ids[i]]
+            titles = [cli.score_title(subject.class_names, c, logits[i]) for c in ids[i]]
             fig = image_figure(Path(path).name, batch.images[i], cams[i], guided[i], titles, gradcam.layer)
             plot.save_figure(fig, out / f"{stem}_gradcam.png", colors=COLORS)
             plot.save_array(out / f"{stem}_gradcam.npy", cams[i])
             plot.save_array(out / f"{stem}_guided_gradcam.npy", guided[i])
             if len(overview) < OVERVIEW_IMAGES:
-                labels = [f"{subject.class_names[c]} {softmax(logits[i])[c]:.2f}" for c in ids[i]]
+                labels = [f"{subject.class_names[c]} {cli.softmax(logits[i])[c]:.2f}" for c in ids[i]]
                 overview.append((stem, batch.images[i], cams[i], guided[i], labels))
     if not overview:
         raise InputError(f"none of the {len(paths)} images could be read: {run.summary()}")

@@ -52,34 +52,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def softmax(logits):
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-def chosen_classes(logits, class_id):
-    """int32 (N, K): the requested ids for every image, or each image's predicted class (K = 1)."""
-    if class_id is not None:
-        return np.tile(np.asarray(class_id, np.int32), (len(logits), 1))
-    return logits.argmax(axis=1)[:, None].astype(np.int32)
-
-
-def score_title(class_names, class_id, logits):
-    """'disk  p=0.93, logit 7.1' for one image's logits (classes,)."""
-    probability = softmax(logits)[class_id]
-    return f"{class_names[class_id]}  p={probability:.2f}, logit {logits[class_id]:.1f}"
-
-
-def unique_stems(paths):
-    """File stems, with a counter added where two files in different folders share one."""
-    stems, seen = [], {}
-    for path in paths:
-        stem = Path(path).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
-    return stems
-
-
 def magnitude(input_map, percentile=99):
     """float32 (H, W) in [0, 1]: the largest |value| over colour channels, scaled by its percentile."""
     strength = np.abs(input_map).max(axis=-1)  # (H, W)
@@ -138,20 +110,20 @@ def explain_images(args):
     paths, out, subject = setup(args)
     method = GuidedBackprop(subject.model)
     print(f"guided backpropagation of {subject.name}, {len(paths)} image(s) from {args.images}")
-    stems = dict(zip(paths, unique_stems(paths), strict=True))
+    stems = dict(zip(paths, cli.unique_stems(paths), strict=True))
     run, overview = cli.ImageRun(paths, subject.image_size, args.batch_size), []
     for batch in run:
         logits = np.asarray(subject.model(batch.images, training=False))  # (n, classes)
-        ids = chosen_classes(logits, args.class_id)  # (n, K)
+        ids = cli.chosen_classes(logits, args.class_id, 1)  # (n, K)
         grads = method(batch.images, ids)  # (n, K, H, W, 3)
         for i, path in enumerate(batch.paths):
             stem = stems[path]
-            titles = [score_title(subject.class_names, c, logits[i]) for c in ids[i]]
+            titles = [cli.score_title(subject.class_names, c, logits[i]) for c in ids[i]]
             fig = image_figure(Path(path).name, batch.images[i], grads[i], titles)
             plot.save_figure(fig, out / f"{stem}_guided_backprop.png", colors=COLORS)
             plot.save_array(out / f"{stem}_guided_backprop.npy", grads[i])
             if len(overview) < OVERVIEW_IMAGES:
-                labels = [f"{subject.class_names[c]} {softmax(logits[i])[c]:.2f}" for c in ids[i]]
+                labels = [f"{subject.class_names[c]} {cli.softmax(logits[i])[c]:.2f}" for c in ids[i]]
                 overview.append((stem, batch.images[i], grads[i], labels))
     if not overview:
         raise InputError(f"none of the {len(paths)} images could be read: {run.summary()}")
@@ -252,13 +224,13 @@ def sanity_check(args):
     run, rows, labels, correlations = cli.ImageRun(paths, subject.image_size, args.batch_size), [], [], []
     for batch in run:
         logits = np.asarray(subject.model(batch.images, training=False))
-        ids = chosen_classes(logits, args.class_id)[:, :1]  # (n, 1): one class, the same for every net
+        ids = cli.chosen_classes(logits, args.class_id, 1)[:, :1]  # (n, 1): one class, the same for every net
         gbps = np.stack([gbp(batch.images, ids)[:, 0] for gbp, _ in methods], axis=1)  # (n, S + 1, H, W, 3)
         cams = np.stack([cam(batch.images, ids)[:, 0] for _, cam in methods], axis=1)  # (n, S + 1, H, W)
         for i, class_id in enumerate(ids[:, 0]):
             tiles, correlation = sanity_row(batch.images[i], gbps[i], cams[i])
             rows.append(tiles)
-            labels.append(f"{subject.class_names[class_id]} {softmax(logits[i])[class_id]:.2f}")
+            labels.append(f"{subject.class_names[class_id]} {cli.softmax(logits[i])[class_id]:.2f}")
             correlations.append(correlation)
     if not rows:
         raise InputError(f"none of the {len(paths)} images could be read: {run.summary()}")

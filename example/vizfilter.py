@@ -71,18 +71,6 @@ def filter_figure(model, model_name):
     return fig, layer.name
 
 
-def predictions(model, images, class_names, top=2):
-    """'disk 0.61, cross 0.37' per image: the model's top classes with their softmax scores."""
-    logits = np.asarray(model(images, training=False), np.float64)  # (N, classes)
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
-    best = np.argsort(-probs, axis=1)[:, :top]
-    return [
-        ", ".join(f"{class_names[c][:18]} {p[c]:.3g}" for c in row)
-        for p, row in zip(probs, best, strict=True)
-    ]
-
-
 def mosaic(maps, ncols, tile=64, gap=4, label_room=16):
     """Feature maps laid out as one array, NaN between tiles: one `imshow` instead of one per map.
 
@@ -174,7 +162,7 @@ def main(args):
     print(f"read {len(paths)} image(s) from {args.images}; feature maps of {', '.join(layers)}")
     run = cli.ImageRun(paths, subject.image_size, args.batch_size)
     for batch in run:
-        titles = predictions(subject.model, batch.images, subject.class_names)
+        titles = cli.top_labels(subject.model, batch.images, subject.class_names, k=2)
         for image, path, title in zip(batch.images, batch.paths, titles, strict=True):
             for probe in probes:
                 fig = layer_figure(probe, image, f"{Path(path).name}\n{title}", args, subject.name)

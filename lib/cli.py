@@ -12,6 +12,8 @@ import traceback
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from lib.errors import InputError, VizError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,6 +140,50 @@ def progress(total):
     import keras
 
     return keras.utils.Progbar(total, unit_name="image", verbose=1 if sys.stdout.isatty() else 2)
+
+
+def softmax(logits):
+    """float64 probabilities (..., classes) of logits (..., classes), computed without overflow."""
+    logits = np.asarray(logits, np.float64)
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def top_classes(scores, k):
+    """int (N, k): each row's k highest-scoring class ids, highest first; ties keep the lower id first."""
+    return np.argsort(-np.asarray(scores), axis=1, kind="stable")[:, :k]
+
+
+def chosen_classes(logits, class_ids, k):
+    """int (N, K): the requested `class_ids` (K ids) for every image, or each one's top `k`."""
+    if class_ids is not None:
+        return np.tile(np.asarray(class_ids, np.int64), (len(logits), 1))
+    return top_classes(logits, k)
+
+
+def top_labels(model, images, class_names, k=1):
+    """'disk 0.61, cross 0.37' per image: the model's top-k classes (names cut to 18) and probabilities."""
+    probabilities = softmax(model(images, training=False))  # (N, classes)
+    return [
+        ", ".join(f"{class_names[c][:18]} {p[c]:.3g}" for c in row)
+        for p, row in zip(probabilities, top_classes(probabilities, k), strict=True)
+    ]
+
+
+def score_title(class_names, class_id, logits):
+    """'disk  p=0.93, logit 7.1' for one image's logits (classes,)."""
+    probability = softmax(logits)[class_id]
+    return f"{class_names[class_id]}  p={probability:.2f}, logit {logits[class_id]:.1f}"
+
+
+def unique_stems(paths):
+    """File stems, with a counter added where two files in different folders share one."""
+    stems, seen = [], {}
+    for path in paths:
+        stem = Path(path).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return stems
 
 
 def prepare_output(folder):
