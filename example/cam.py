@@ -44,7 +44,7 @@ def parse_args(argv=None):
     cli.add_model_arguments(parser, "shapes_vgg")
     cli.add_image_arguments(parser)
     cli.add_output_arguments(parser, "cam")
-    parser.add_argument("--class-id", nargs="+", help="class ids or names (default: each image's top-k)")
+    cli.add_class_id_argument(parser, "each image's top-k; with --train, disk ring star")
     parser.add_argument("--top-k", type=positive, default=3, help="classes per image without --class-id")
     parser.add_argument("--predict", action="store_true", help="draw CAM of --images (the default action)")
     parser.add_argument("--checkpoint", type=Path, help="CAM model trained by --train (default: --model)")
@@ -62,25 +62,6 @@ def parse_args(argv=None):
     train.add_argument("--seed", type=int, default=0, help="seed of the split, shuffling and head weights")
     train.add_argument("--fresh", action="store_true", help="start afresh instead of resuming a checkpoint")
     return parser.parse_args(argv)
-
-
-def class_ids_of(values, class_names):
-    """`--class-id` values (ids or names) as ints, or None."""
-    if values is None:
-        return None
-    ids = []
-    for value in values:
-        if value.lstrip("-").isdigit():
-            if not 0 <= int(value) < len(class_names):
-                raise InputError(f"--class-id {value} is out of range; pass 0 .. {len(class_names) - 1}")
-            ids.append(int(value))
-        elif value in class_names:
-            ids.append(class_names.index(value))
-        else:
-            raise InputError(
-                f"--class-id {value!r} is neither an id nor a class name; e.g. {class_names[0]!r}"
-            )
-    return ids
 
 
 def quiet_class_folders(folder):
@@ -120,7 +101,7 @@ def train(args, out):
     """Fine-tunes a CAM head; writes the checkpoint, cam_training.png and cam_training.mat."""
     data = args.data or shapes_folder(out / "shapes_data", args.num_images, args.seed)
     paths, _, class_names = quiet_class_folders(data)  # train_cam warns about empty classes, once
-    ids = class_ids_of(args.class_id, class_names)
+    ids = cli.parse_class_id(args.class_id, class_names)
     if ids is None:
         wanted = TRAIN_CLASSES if set(TRAIN_CLASSES) <= set(class_names) else class_names[:3]
         ids = [class_names.index(name) for name in wanted]
@@ -221,7 +202,7 @@ def predict(args, out, checkpoint):
     paths = list_images(args.images)
     subject = subject_of(args, checkpoint)
     names = list(subject.class_names)
-    chosen = class_ids_of(args.class_id, names)
+    chosen = cli.parse_class_id(args.class_id, names)
     cam = explainer(subject)
     run = cli.ImageRun(paths, subject.image_size, args.batch_size)
     kept, images, all_maps, all_ids, all_scores = [], [], [], [], []

@@ -19,7 +19,6 @@ from lib import cli, plot
 from lib.dataflow.images import list_images
 from lib.errors import InputError
 from lib.methods.grad_cam import GradCAM, GuidedGradCAM
-from lib.methods.targets import parse_class_ids
 
 TOP_K = 2  # default classes per image: two-object samples then show one map per object
 OVERVIEW_IMAGES = 12  # the overview figure shows the first images of a run, not a whole folder
@@ -38,13 +37,7 @@ def parse_args(argv=None):
     cli.add_model_arguments(parser, "shapes_vgg")
     cli.add_image_arguments(parser)
     parser.add_argument("--layer", default=None, help="spatial layer to explain (default: the last one)")
-    parser.add_argument(
-        "--class-id",
-        type=int,
-        nargs="+",
-        default=None,
-        help=f"class ids to explain in every image (default: each image's top {TOP_K} predictions)",
-    )
+    cli.add_class_id_argument(parser, f"each image's top {TOP_K} predictions")
     cli.add_output_arguments(parser, "gradcam")
     parser.add_argument(
         "--pointing-game",
@@ -109,14 +102,13 @@ def explain_images(args):
     out = cli.prepare_output(args.out)
     subject = cli.load_subject(args.model, args.weights)
     gradcam, guided_gradcam = make_methods(subject.model, args.layer)
-    if args.class_id is not None:
-        parse_class_ids(args.class_id, 1, len(subject.class_names))  # bad ids fail before any work
+    class_ids = cli.parse_class_id(args.class_id, subject.class_names)  # bad ids fail before any work
     print(f"Grad-CAM of {subject.name} at layer {gradcam.layer}, {len(paths)} image(s) from {args.images}")
     stems = dict(zip(paths, cli.unique_stems(paths), strict=True))
     run, overview = cli.ImageRun(paths, subject.image_size, args.batch_size), []
     for batch in run:
         logits = np.asarray(subject.model(batch.images, training=False))  # (n, classes)
-        ids = cli.chosen_classes(logits, args.class_id, TOP_K)  # (n, K)
+        ids = cli.chosen_classes(logits, class_ids, TOP_K)  # (n, K)
         cams = gradcam(batch.images, ids)  # (n, K, H, W)
         guided = guided_gradcam(batch.images, ids)  # (n, K, H, W, 3)
         for i, path in enumerate(batch.paths):

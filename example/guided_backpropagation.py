@@ -22,7 +22,6 @@ from lib.dataflow.images import list_images
 from lib.errors import InputError
 from lib.methods.grad_cam import GradCAM
 from lib.methods.guided_backprop import GuidedBackprop
-from lib.methods.targets import parse_class_ids
 from lib.nets import bundled
 
 OVERVIEW_IMAGES = 12  # the overview figure shows the first images of a run, not a whole folder
@@ -36,13 +35,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_model_arguments(parser, "shapes_vgg")
     cli.add_image_arguments(parser)
-    parser.add_argument(
-        "--class-id",
-        type=int,
-        nargs="+",
-        default=None,
-        help="class ids to explain in every image (default: each image's predicted class)",
-    )
+    cli.add_class_id_argument(parser, "each image's predicted class")
     cli.add_output_arguments(parser, "guided_backpropagation")
     parser.add_argument(
         "--sanity-check",
@@ -101,20 +94,19 @@ def setup(args):
     paths = list_images(args.images)
     out = cli.prepare_output(args.out)
     subject = cli.load_subject(args.model, args.weights)
-    if args.class_id is not None:
-        parse_class_ids(args.class_id, 1, len(subject.class_names))  # bad ids fail before any work
-    return paths, out, subject
+    class_ids = cli.parse_class_id(args.class_id, subject.class_names)  # bad ids fail before any work
+    return paths, out, subject, class_ids
 
 
 def explain_images(args):
-    paths, out, subject = setup(args)
+    paths, out, subject, class_ids = setup(args)
     method = GuidedBackprop(subject.model)
     print(f"guided backpropagation of {subject.name}, {len(paths)} image(s) from {args.images}")
     stems = dict(zip(paths, cli.unique_stems(paths), strict=True))
     run, overview = cli.ImageRun(paths, subject.image_size, args.batch_size), []
     for batch in run:
         logits = np.asarray(subject.model(batch.images, training=False))  # (n, classes)
-        ids = cli.chosen_classes(logits, args.class_id, 1)  # (n, K)
+        ids = cli.chosen_classes(logits, class_ids, 1)  # (n, K)
         grads = method(batch.images, ids)  # (n, K, H, W, 3)
         for i, path in enumerate(batch.paths):
             stem = stems[path]
@@ -212,7 +204,7 @@ def sanity_figure(rows, labels, names, means, model_name):
 
 
 def sanity_check(args):
-    paths, out, subject = setup(args)
+    paths, out, subject, class_ids = setup(args)
     paths = paths[:: max(1, len(paths) // SANITY_IMAGES)][:SANITY_IMAGES]  # spread over the folder
     steps = cascade(subject.model)
     nets = [subject.model, *(randomised(subject, top) for _, top in steps)]
@@ -224,7 +216,7 @@ def sanity_check(args):
     run, rows, labels, correlations = cli.ImageRun(paths, subject.image_size, args.batch_size), [], [], []
     for batch in run:
         logits = np.asarray(subject.model(batch.images, training=False))
-        ids = cli.chosen_classes(logits, args.class_id, 1)[:, :1]  # (n, 1): one class, the same for every net
+        ids = cli.chosen_classes(logits, class_ids, 1)[:, :1]  # (n, 1): one class, the same for every net
         gbps = np.stack([gbp(batch.images, ids)[:, 0] for gbp, _ in methods], axis=1)  # (n, S + 1, H, W, 3)
         cams = np.stack([cam(batch.images, ids)[:, 0] for _, cam in methods], axis=1)  # (n, S + 1, H, W)
         for i, class_id in enumerate(ids[:, 0]):

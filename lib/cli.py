@@ -6,6 +6,7 @@ to `run`, which turns the project's errors into one line on stderr and exit stat
 
 import dataclasses
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -63,6 +64,17 @@ def add_image_arguments(parser):
         help="an image file or a folder (default: bundled samples)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+
+
+def add_class_id_argument(parser, default):
+    """`--class-id`: one or more class ids or names; `default` says what happens without it."""
+    parser.add_argument(
+        "--class-id",
+        nargs="+",
+        default=None,
+        metavar="ID_OR_NAME",
+        help=f"class ids or names, e.g. 3 or disk (default: {default})",
+    )
 
 
 def add_output_arguments(parser, method):
@@ -140,6 +152,30 @@ def progress(total):
     import keras
 
     return keras.utils.Progbar(total, unit_name="image", verbose=1 if sys.stdout.isatty() else 2)
+
+
+def parse_class_id(values, class_names):
+    """`--class-id` values (ids or class names) as a list of int ids, or None if the flag was not given.
+
+    Raises:
+        InputError: a value is neither a class name nor an id in 0 .. len(class_names) - 1.
+    """
+    from lib.methods.targets import parse_class_ids
+
+    if values is None:
+        return None
+    ids = []
+    for value in values:
+        if re.fullmatch(r"[+-]?[0-9]+", value):
+            ids.append(int(value))
+        elif value in class_names:
+            ids.append(list(class_names).index(value))
+        else:
+            raise InputError(
+                f"--class-id {value!r} is neither an id nor a class name; e.g. {class_names[0]!r}"
+            )
+    parse_class_ids(ids, 1, len(class_names))  # the library's range check and message
+    return ids
 
 
 def softmax(logits):

@@ -115,12 +115,12 @@ def test_bad_input_exits_2_with_one_line_and_no_files(tmp_path, capsys):
     assert not caught  # a warning would be a second stderr line
     one_line_error(capsys, run("--checkpoint", tmp_path / "none", "--out", out), "no checkpoint")
     one_line_error(capsys, run("--class-id", "unicorn", "--out", out), "'unicorn'")
-    one_line_error(capsys, run("--class-id", "8", "--out", out), "out of range")
+    one_line_error(capsys, run("--class-id", "8", "--out", out), "class id 8 is outside 0..7")
     (tmp_path / "one" / "disk").mkdir(parents=True)
     shutil.copy(PAIR, tmp_path / "one" / "disk")
     data = ["--train", "--data", tmp_path / "one", "--out", out]  # one class: only id 0 exists
     one_line_error(capsys, run(*data, "--image", tmp_path / "missing.png"), "does not exist")
-    one_line_error(capsys, run(*data, "--class-id", "1"), "out of range")
+    one_line_error(capsys, run(*data, "--class-id", "1"), "class id 1 is outside 0..0")
     one_line_error(capsys, run("--images", tmp_path / "empty", "--out", out), "no images")
     assert list(out.iterdir()) == []
 
