@@ -13,7 +13,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lib  # noqa: F401  (quiet TensorFlow start-up, before keras)
 
 # isort: split
-import numpy as np
 from matplotlib.figure import Figure
 
 from lib import cli, plot
@@ -71,34 +70,6 @@ def filter_figure(model, model_name):
     return fig, layer.name
 
 
-def mosaic(maps, ncols, tile=64, gap=4, label_room=16):
-    """Feature maps laid out as one array, NaN between tiles: one `imshow` instead of one per map.
-
-    Hundreds of small axes take matplotlib tens of seconds to lay out; one image takes well under one.
-
-    Args:
-        maps: float (h, w, M).
-        ncols: tiles per row.
-        tile: about this many pixels per tile side (maps are repeated by a whole factor).
-        gap, label_room: pixels between tiles, and above each row for its labels.
-
-    Returns:
-        (float32 array (rows, cols) with NaN gaps, list of (x, y) label positions above each tile).
-    """
-    h, w, count = maps.shape
-    factor = max(1, round(tile / max(h, w)))
-    th, tw = h * factor, w * factor
-    nrows = math.ceil(count / ncols)
-    grid = np.full((nrows * (th + label_room), ncols * (tw + gap) - gap), np.nan, np.float32)
-    anchors = []
-    for i in range(count):
-        top = (i // ncols) * (th + label_room) + label_room
-        left = (i % ncols) * (tw + gap)
-        grid[top : top + th, left : left + tw] = np.kron(maps[..., i], np.ones((factor, factor)))
-        anchors.append((left + tw / 2, top - 2))
-    return grid, anchors
-
-
 def maps_figure(image, maps, ids, image_title, suptitle):
     """The input image on the left, a grid of feature maps on one colour scale on the right.
 
@@ -108,7 +79,7 @@ def maps_figure(image, maps, ids, image_title, suptitle):
         ids: (M,) channel ids, drawn above the tiles.
     """
     count = maps.shape[-1]
-    grid, anchors = mosaic(maps, ncols=8 if count <= 64 else math.ceil(math.sqrt(count)))
+    grid, anchors = plot.mosaic(maps, ncols=8 if count <= 64 else math.ceil(math.sqrt(count)))
     width, height = grid.shape[1] / 100 + 1.2, max(grid.shape[0] / 100, 2.8)  # inches at 100 dpi
     fig = Figure(figsize=(2.8 + width, height + 0.5))
     fig.set_layout_engine("constrained")

@@ -1,4 +1,4 @@
-"""Drawing and saving: heatmap overlays, display scaling, image grids, atomic file writes.
+"""Drawing and saving: heatmap overlays, display scaling, image grids and mosaics, atomic file writes.
 
 Nothing here knows about the methods: it takes arrays and returns arrays or figures. Figures are
 `matplotlib.figure.Figure` objects made directly, not through `pyplot`, so no backend is chosen and
@@ -259,6 +259,44 @@ def figure_rows(
         mappable = ScalarMappable(norm=Normalize(0, 1), cmap=_colormap(cmap))
         fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, label="map value")
     return fig
+
+
+def mosaic(maps, ncols, tile=64, gap=4, label_room=16):
+    """Lays out many feature maps as one array with NaN between tiles, for a single `imshow`.
+
+    Hundreds of small axes (`image_grid`) take matplotlib tens of seconds to lay out; one image takes
+    well under one. Draw it with a colormap whose "bad" colour is the background, e.g.
+    `matplotlib.colormaps["viridis"].with_extremes(bad="white")`, and put labels at the anchors.
+
+    Args:
+        maps: float `(h, w, M)`: M maps of one layer, drawn on one colour scale.
+        ncols: tiles per row.
+        tile: about this many pixels per tile side (maps are repeated by a whole factor).
+        gap, label_room: pixels between tiles, and above each row for its labels.
+
+    Returns:
+        (float32 array `(rows, cols)` with NaN gaps, list of `(x, y)` label positions above each tile).
+
+    Raises:
+        InputError: `maps` not 3-D or not finite, or `ncols` < 1.
+    """
+    maps = _finite(maps, "maps")
+    if maps.ndim != 3:
+        raise InputError(f"maps has shape {maps.shape}; pass (h, w, M), e.g. one image's maps[0]")
+    if ncols < 1:
+        raise InputError(f"ncols={ncols}; pass at least 1")
+    h, w, count = maps.shape
+    factor = max(1, round(tile / max(h, w)))
+    th, tw = h * factor, w * factor
+    nrows = -(-count // ncols)
+    grid = np.full((nrows * (th + label_room), ncols * (tw + gap) - gap), np.nan, np.float32)
+    anchors = []
+    for i in range(count):
+        top = (i // ncols) * (th + label_room) + label_room
+        left = (i % ncols) * (tw + gap)
+        grid[top : top + th, left : left + tw] = np.kron(maps[..., i], np.ones((factor, factor)))
+        anchors.append((left + tw / 2, top - 2))
+    return grid, anchors
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""example/vizfilter.py: filter and feature-map figures, the mosaic layout, determinism, bad input."""
+"""example/vizfilter.py: filter and feature-map figures, determinism, bad input."""
 
 import importlib.util
 from pathlib import Path
@@ -56,17 +56,6 @@ def test_filter_tiles_are_the_kernel_in_rgb_order():
     assert tiles.shape == (32, 7, 7, 3)
     # the red tile channel follows the kernel's last (R) input channel
     assert np.corrcoef(tiles[0, ..., 0].ravel(), weights[0, ..., 2].ravel())[0, 1] > 0.999
-
-
-def test_mosaic_puts_each_map_under_its_label():
-    maps = np.random.default_rng(0).uniform(size=(8, 8, 10)).astype(np.float32)
-    grid, anchors = vizfilter.mosaic(maps, ncols=4, tile=32, gap=4, label_room=16)
-    assert grid.shape == (3 * (32 + 16), 4 * 36 - 4) and len(anchors) == 10
-    for i, (x, y) in enumerate(anchors):
-        top, left = int(y) + 2, int(x - 16)
-        np.testing.assert_array_equal(grid[top : top + 32 : 4, left : left + 32 : 4], maps[..., i])
-        assert np.isnan(grid[top - 1, left])  # the label row above is background
-    assert np.isnan(grid[-1, -1])  # two empty cells in the last row
 
 
 def test_a_folder_gives_figures_per_image_and_skips_a_bad_file(tmp_path, capsys):

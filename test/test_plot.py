@@ -1,4 +1,4 @@
-"""Plotting: overlay limits, display scaling properties, real PNGs, atomic writes."""
+"""Plotting: overlay limits, display scaling properties, real PNGs, mosaics, atomic and palette writes."""
 
 import imageio.v3 as iio
 import matplotlib
@@ -16,6 +16,7 @@ from lib.plot import (
     atomic_path,
     figure_rows,
     image_grid,
+    mosaic,
     normalize_input_map,
     overlay,
     save_array,
@@ -194,3 +195,23 @@ def test_save_figure_colors_writes_a_smaller_palette_png_of_the_same_picture(tmp
         with pytest.raises(InputError, match=message):
             save_figure(fig, tmp_path / path, close=False, colors=colors)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full.png", "small.png"]
+
+
+def test_mosaic_puts_each_map_under_its_label():
+    maps = np.random.default_rng(0).uniform(size=(8, 8, 10)).astype(np.float32)
+    grid, anchors = mosaic(maps, ncols=4, tile=32, gap=4, label_room=16)
+    assert grid.shape == (3 * (32 + 16), 4 * 36 - 4) and len(anchors) == 10
+    for i, (x, y) in enumerate(anchors):
+        top, left = int(y) + 2, int(x - 16)
+        np.testing.assert_array_equal(grid[top : top + 32 : 4, left : left + 32 : 4], maps[..., i])
+        assert np.isnan(grid[top - 1, left])  # the label row above is background
+    assert np.isnan(grid[-1, -1])  # two empty cells in the last row
+
+
+def test_mosaic_refuses_what_it_cannot_lay_out():
+    with pytest.raises(InputError, match=r"shape \(8, 8\); pass \(h, w, M\)"):
+        mosaic(np.zeros((8, 8)), ncols=2)
+    with pytest.raises(InputError, match="ncols=0"):
+        mosaic(np.zeros((8, 8, 3)), ncols=0)
+    with pytest.raises(InputError, match="NaN"):
+        mosaic(np.full((8, 8, 3), np.nan), ncols=2)
