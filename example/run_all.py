@@ -27,6 +27,7 @@ EXAMPLES = (
     ("guided_backpropagation", "guided_backpropagation", "guided_backpropagation", []),
     ("guided_backpropagation", "guided_backpropagation", "guided_backpropagation", ["--sanity-check"]),
     ("deconv", "deconv", "deconv", []),
+    ("deconv", "deconv", "deconv", ["--layer", "conv3_2", "--id", "49"]),
 )
 
 
