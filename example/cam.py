@@ -32,32 +32,31 @@ DPI = 80  # the shapes are 64x64 pixels: more would only make files larger
 COLORS = 256  # palette PNGs: the noisy backgrounds of the shapes make full-colour files 3x larger
 
 
-def positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_model_arguments(parser, "shapes_vgg")
     cli.add_image_arguments(parser)
     cli.add_output_arguments(parser, "cam")
     cli.add_class_id_argument(parser, "each image's top-k; with --train, disk ring star")
-    parser.add_argument("--top-k", type=positive, default=3, help="classes per image without --class-id")
+    parser.add_argument(
+        "--top-k", type=cli.positive_int, default=3, help="classes per image without --class-id"
+    )
     parser.add_argument("--predict", action="store_true", help="draw CAM of --images (the default action)")
     parser.add_argument("--checkpoint", type=Path, help="CAM model trained by --train (default: --model)")
     train = parser.add_argument_group("training (--train)")
     train.add_argument("--train", action="store_true", help="fine-tune a CAM head on --model's conv part")
     train.add_argument("--data", type=Path, help="folder of <class>/<images> (default: generated shapes)")
-    train.add_argument("--num-images", type=positive, default=600, help="generated images without --data")
-    train.add_argument("--epochs", type=positive, default=4)
-    train.add_argument("--train-batch-size", type=positive, default=32)
+    train.add_argument(
+        "--num-images", type=cli.positive_int, default=600, help="generated images without --data"
+    )
+    train.add_argument("--epochs", type=cli.positive_int, default=4)
+    train.add_argument("--train-batch-size", type=cli.positive_int, default=32)
     train.add_argument("--learning-rate", type=float, default=1e-3)
-    train.add_argument("--maps-every", type=positive, default=2, help="record the maps every N steps")
+    train.add_argument("--maps-every", type=cli.positive_int, default=2, help="record the maps every N steps")
     train.add_argument("--image", type=Path, default=TRAIN_IMAGE, help="image whose maps are recorded")
-    train.add_argument("--conv-width", type=positive, help="units of cam_conv (1024; 128 on bundled models)")
+    train.add_argument(
+        "--conv-width", type=cli.positive_int, help="units of cam_conv (1024; 128 on bundled models)"
+    )
     train.add_argument("--train-base", action="store_true", help="fine-tune the base too, not only the head")
     train.add_argument("--seed", type=int, default=0, help="seed of the split, shuffling and head weights")
     train.add_argument("--fresh", action="store_true", help="start afresh instead of resuming a checkpoint")
@@ -203,6 +202,10 @@ def predict(args, out, checkpoint):
     subject = subject_of(args, checkpoint)
     names = list(subject.class_names)
     chosen = cli.parse_class_id(args.class_id, names)
+    if chosen is None and args.top_k > len(names):
+        raise InputError(
+            f"--top-k {args.top_k} exceeds the model's {len(names)} classes; pass at most {len(names)}"
+        )
     cam = explainer(subject)
     run = cli.ImageRun(paths, subject.image_size, args.batch_size)
     kept, images, all_maps, all_ids, all_scores = [], [], [], [], []
@@ -260,7 +263,6 @@ def overview_figure(images, mat, stems, names, model_name):
 
 
 def main(args):
-    out = cli.prepare_output(args.out)
     if args.data is not None:
         quiet_class_folders(args.data)  # a bad folder or image fails here, before anything is written
     if args.train:
@@ -268,6 +270,7 @@ def main(args):
     checkpoint = args.checkpoint
     if args.predict or not args.train:
         list_images(args.images)
+    out = cli.prepare_output(args.out)
     if args.train:
         checkpoint = train(args, out)
     if args.predict or not args.train:

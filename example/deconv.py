@@ -9,6 +9,7 @@ import dataclasses
 import io
 import math
 import sys
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -81,6 +82,15 @@ def check_args(args):
     if args.generate is None:
         on_samples = Path(args.images).resolve() == cli.SAMPLES_DIR.resolve()
         args.generate = DEFAULT_GENERATED if on_samples and args.model in bundled.names() else 0
+
+
+def check_channel(channel, deconvs):
+    for deconv in deconvs:
+        if channel is not None and channel >= deconv.num_channels:
+            raise InputError(
+                f"--id {channel} is not a channel of layer '{deconv.layer}', which has channels "
+                f"0..{deconv.num_channels - 1}"
+            )
 
 
 @dataclasses.dataclass
@@ -236,14 +246,17 @@ def search(args, subject, deconvs, paths):
     empty = (np.zeros((0, subject.image_size, subject.image_size, 3), np.uint8), [], [])
     generated = generated_set(args.generate, args.seed, subject.image_size) if args.generate else empty
     results = []
-    for deconv in deconvs:
+    for number, deconv in enumerate(deconvs):
         print(
             f"[{deconv.layer}] top {args.k} of {'any channel' if args.id is None else f'channel {args.id}'}"
         )
         run = cli.ImageRun(paths, subject.image_size, args.batch_size)
         origins = []
         batches = search_batches(run, generated, args.batch_size, origins)
-        top = deconv.top_activations(batches, channel=args.id, k=args.k, batch_size=args.batch_size)
+        with warnings.catch_warnings():
+            if number:  # the first layer's pass already warned about each bad image
+                warnings.simplefilter("ignore")
+            top = deconv.top_activations(batches, channel=args.id, k=args.k, batch_size=args.batch_size)
         chosen = [origins[i] for i in top.image_index]
         sources = [source_image(origin, subject.image_size) for origin in chosen]
         names, masks = [origin[0] for origin in chosen], [origin[2] for origin in chosen]
@@ -321,11 +334,12 @@ def per_image(args, subject, deconvs, paths, out):
 
 def main(args):
     check_args(args)
-    out = cli.prepare_output(args.out)
     paths = list_images(args.images)
+    out = cli.prepare_output(args.out)
     subject = cli.load_subject(args.model, args.weights)
     layers = args.layer or DEFAULT_LAYERS[args.model]
     deconvs = [Deconvnet(subject.model, name) for name in layers]  # every layer checked before any work
+    check_channel(args.id, deconvs)
     print(f"read {len(paths)} image(s) from {args.images}; layers {', '.join(d.layer for d in deconvs)}")
     if args.per_image:
         written = per_image(args, subject, deconvs, paths, out)

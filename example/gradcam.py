@@ -128,7 +128,7 @@ def explain_images(args):
     plot.save_figure(fig, out / "gradcam_overview.png", dpi=OVERVIEW_DPI, colors=COLORS)
     print(
         f"wrote <image>_gradcam.png, <image>_gradcam.npy (K, H, W), <image>_guided_gradcam.npy "
-        f"(K, H, W, 3) for {run.done} images and gradcam_overview.png to {out}"
+        f"(K, H, W, 3) for {run.done} image{'' if run.done == 1 else 's'} and gradcam_overview.png to {out}"
     )
     print(run.summary())
     return 0

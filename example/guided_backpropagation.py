@@ -124,7 +124,7 @@ def explain_images(args):
     plot.save_figure(fig, out / "guided_backpropagation_overview.png", dpi=OVERVIEW_DPI, colors=COLORS)
     print(
         f"wrote <image>_guided_backprop.png and <image>_guided_backprop.npy (K, H, W, 3) for {run.done} "
-        f"images and guided_backpropagation_overview.png to {out}"
+        f"image{'' if run.done == 1 else 's'} and guided_backpropagation_overview.png to {out}"
     )
     print(run.summary())
     return 0

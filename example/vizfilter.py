@@ -123,8 +123,8 @@ def layer_figure(probe, image, image_title, args, model_name):
 def main(args):
     if args.num_maps < 1:
         raise InputError(f"--num-maps {args.num_maps}; pass at least 1")
-    out = cli.prepare_output(args.out)
     paths = list_images(args.images)
+    out = cli.prepare_output(args.out)
     subject = cli.load_subject(args.model, args.weights)
     layers = args.layer or DEFAULT_LAYERS[args.model]
     probes = [FeatureMaps(subject.model, name) for name in layers]  # checks every layer before any work

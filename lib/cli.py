@@ -4,6 +4,7 @@ Scripts stay thin: they parse flags with these helpers, call `lib` methods, and 
 to `run`, which turns the project's errors into one line on stderr and exit status 2.
 """
 
+import argparse
 import dataclasses
 import os
 import re
@@ -56,6 +57,14 @@ def add_model_arguments(parser, default_model):
     )
 
 
+def positive_int(text):
+    """argparse type: an int of at least 1, so that a bad count fails while flags are parsed."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
 def add_image_arguments(parser):
     parser.add_argument(
         "--images",
@@ -63,7 +72,7 @@ def add_image_arguments(parser):
         default=SAMPLES_DIR,
         help="an image file or a folder (default: bundled samples)",
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass")
 
 
 def add_class_id_argument(parser, default):

@@ -665,6 +665,69 @@ def test_a_folder_of_good_and_bad_images_maps_every_good_one_and_names_every_bad
         assert_complete(out / f"{stem}_gradcam.png")
 
 
+# ------------------------------------------------------------------------------- script flags, checked early
+
+
+def test_deconv_warns_once_about_a_bad_image_whatever_the_number_of_layers(tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(cli.SAMPLES_DIR / GOOD_SAMPLES[0], folder / GOOD_SAMPLES[0])
+    (folder / "notes.jpg").write_text("not an image")
+    argv = ["--images", folder, "--out", tmp_path / "out", "--generate", "0", "--k", "1"]
+    status, _, err = run_script(capsys, "deconv", *argv, "--layer", "conv3_2", "conv4_2")
+    assert status == 0
+    bad = [line for line in err if "notes.jpg" in line]
+    assert len(bad) == 1 and bad[0].startswith("warning: skipped: cannot read image")
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+@pytest.mark.parametrize("name", ["gradcam", "guided_backpropagation", "deconv", "vizfilter"])
+def test_a_batch_size_below_1_is_refused_while_the_flags_are_parsed(tmp_path, capsys, name, value):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        script(name).parse_args(["--batch-size", value, "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("usage: ")
+    assert err[-1].endswith(f"error: argument --batch-size: {value} is not a positive integer")
+    assert not (tmp_path / "out").exists()
+
+
+def test_deconv_refuses_a_channel_the_layer_does_not_have_before_the_search(tmp_path, capsys):
+    out = tmp_path / "out"
+    status, stdout, err = run_script(capsys, "deconv", "--id", "999", "--layer", "conv3_2", "--out", out)
+    assert (status, stdout) == (2, "")
+    assert len(err) == 1
+    assert re.fullmatch(
+        r"error: --id 999 is not a channel of layer 'conv3_2', which has channels 0\.\.\d+", err[0]
+    )
+    assert files(out) == []
+
+
+@pytest.mark.parametrize("name", ["deconv", "vizfilter", "cam"])
+def test_missing_images_create_no_output_folder(tmp_path, capsys, name):
+    missing, out = tmp_path / "nowhere", tmp_path / "out"
+    status, stdout, err = run_script(capsys, name, "--images", missing, "--out", out)
+    assert (status, stdout, err) == (2, "", [f"error: path '{missing}' does not exist; check it"])
+    assert not out.exists()
+
+
+def test_cam_refuses_a_top_k_above_the_number_of_classes(tmp_path, capsys):
+    out = tmp_path / "out"
+    status, stdout, err = run_script(capsys, "cam", "--top-k", "99", "--out", out)
+    assert (status, stdout) == (2, "")
+    assert err == ["error: --top-k 99 exceeds the model's 8 classes; pass at most 8"]
+    assert files(out) == []
+
+
+@pytest.mark.parametrize("name", ["gradcam", "guided_backpropagation"])
+def test_the_closing_line_says_1_image_not_1_images(tmp_path, capsys, name):
+    image = cli.SAMPLES_DIR / GOOD_SAMPLES[0]
+    status, stdout, _ = run_script(capsys, name, "--images", image, "--out", tmp_path / "out")
+    assert status == 0
+    assert " for 1 image and " in stdout and "1 images" not in stdout
+
+
 # ------------------------------------------------------------------------------------ property tests
 # Every outcome is a clean result or one of our errors; the deadline catches a hang-like slowdown.
 

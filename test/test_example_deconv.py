@@ -137,7 +137,7 @@ def test_a_bad_image_in_the_folder_is_skipped_and_named(tmp_path, capsys):
     [
         (["--layer", "conv3_2", "conv9_9"], "conv9_9"),
         # conv4_2 has 128 channels and is searched first; conv3_2 has 64: nothing may be written
-        (["--layer", "conv4_2", "conv3_2", "--id", "100"], "channel=100"),
+        (["--layer", "conv4_2", "conv3_2", "--id", "100"], "--id 100 is not a channel of layer 'conv3_2'"),
         (["--k", "0"], "--k 0"),
         (["--images", "/no/such/folder"], "does not exist"),
         (["--generate", "-1"], "--generate"),

@@ -146,8 +146,13 @@ class Deconvnet(Explainer):
             self._fields[size] = receptive_field(self.graph, self.layer_key, size)
         return self._fields[size]
 
+    @property
+    def num_channels(self):
+        """Channels C of the layer's (N, h, w, C) output."""
+        return self.graph.shape_of(self.layer_key)[-1]
+
     def _check(self, channel, k, field):
-        channels = self.graph.shape_of(self.layer_key)[-1]
+        channels = self.num_channels
         if channel is not None and (isinstance(channel, bool) or not 0 <= channel < channels):
             raise InputError(f"channel={channel!r}; layer {self.layer!r} has channels 0..{channels - 1}")
         most = channels if channel is None else field.length[0] * field.length[1]
