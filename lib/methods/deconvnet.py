@@ -12,6 +12,7 @@ gradients are exactly unpooling with switches and transposed convolution. Biases
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -190,9 +191,10 @@ class Deconvnet(Explainer):
         )
 
     def _traced(self, kind):
+        # Partials, not lambdas: TensorFlow counts traces per code object across all objects.
         if kind[0] == "peaks":
-            return lambda x, channel: self._peaks(x, channel, any_channel=kind[1])
-        return lambda x, arg: self._reconstruct(x, kind, arg)
+            return functools.partial(_peaks_of, self, kind[1])
+        return functools.partial(_reconstruction_of, self, kind)
 
     def _peaks(self, x, channel, any_channel):
         """Each image's peak per channel (or of one channel): values and flat positions (N, C')."""
@@ -292,3 +294,11 @@ class _Best:
             i: self.images[i] if i in self.images else images[i - self.seen].copy() for i in self.index
         }
         self.seen += n
+
+
+def _peaks_of(deconvnet, any_channel, x, channel):
+    return deconvnet._peaks(x, channel, any_channel=any_channel)
+
+
+def _reconstruction_of(deconvnet, kind, x, arg):
+    return deconvnet._reconstruct(x, kind, arg)
