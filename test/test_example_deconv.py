@@ -1,13 +1,13 @@
 """example/deconv.py: top-k figures and table agree with the library, per-image mode, bad input."""
 
 import csv
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from example_support import assert_picture, load_example
 
 from lib import cli
 from lib.dataflow.images import load_images
@@ -17,20 +17,11 @@ from lib.methods.receptive_field import Field
 from lib.nets import bundled
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("example_deconv", ROOT / "example" / "deconv.py")
-deconv = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(deconv)
+deconv = load_example("deconv")
 
 
 def run(argv, out):
     return cli.run(deconv.main, deconv.parse_args([*argv, "--out", str(out)]))
-
-
-def assert_picture(path, min_side=150, max_side=2500):
-    image = iio.imread(path)
-    assert image.ndim == 3 and image.shape[2] in (3, 4), path
-    assert min_side <= min(image.shape[:2]) and max(image.shape[:2]) <= max_side, (path, image.shape)
-    assert image[..., :3].std() > 10, f"{path} is nearly constant"
 
 
 def read_table(path):

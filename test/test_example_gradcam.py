@@ -1,16 +1,12 @@
 """example/gradcam.py: maps agree with the library, class discrimination, determinism, bad input."""
 
-import contextlib
-import importlib.util
-import io
 import re
-import shutil
-import warnings
 from pathlib import Path
 
-import imageio.v3 as iio
+import example_support
 import numpy as np
 import pytest
+from example_support import assert_picture, load_example
 
 from lib import cli
 from lib.dataflow.images import load_images
@@ -19,43 +15,26 @@ from lib.methods.grad_cam import GradCAM, GuidedGradCAM
 from lib.nets import bundled
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("example_gradcam", ROOT / "example" / "gradcam.py")
-gradcam = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gradcam)
+gradcam = load_example("gradcam")
 
 GOOD = ("04_ring.png", "09_disk_ring.png")
 
 
 def run_script(*argv):
     """(exit status, stdout, stderr, warning messages) of the script run as from the shell."""
-    out, err = io.StringIO(), io.StringIO()
-    with (
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-        warnings.catch_warnings(record=True) as w,
-    ):
-        warnings.simplefilter("always")
-        status = cli.run(gradcam.main, gradcam.parse_args([str(a) for a in argv]))
-    return status, out.getvalue(), err.getvalue(), [str(item.message) for item in w]
+    return example_support.run_script(gradcam, *argv)
 
 
 def image_folder(root, names=GOOD, bad=()):
-    root.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        shutil.copy(cli.SAMPLES_DIR / name, root / name)
-    for name in bad:
-        (root / name).write_text("not an image")
-    return root
+    return example_support.image_folder(root, names, bad)
 
 
 def files(folder):
-    return sorted(p.name for p in Path(folder).iterdir()) if Path(folder).exists() else []
+    return example_support.files(folder)
 
 
 def assert_real_picture(path, min_side=300, max_side=2000):
-    pixels = iio.imread(path)
-    assert pixels.ndim == 3 and min_side <= min(pixels.shape[:2]) and max(pixels.shape[:2]) <= max_side
-    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 50
+    assert_picture(path, min_side, max_side, min_std=20, min_colors=50)
 
 
 @pytest.fixture(scope="module")

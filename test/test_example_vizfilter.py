@@ -1,31 +1,26 @@
 """example/vizfilter.py: filter and feature-map figures, determinism, bad input."""
 
-import importlib.util
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
+from example_support import assert_picture as assert_any_picture
+from example_support import load_example
 
 from lib import cli
 from lib.methods.filters import filter_tiles, layer_filters
 from lib.nets import bundled
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("example_vizfilter", ROOT / "example" / "vizfilter.py")
-vizfilter = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(vizfilter)
+vizfilter = load_example("vizfilter")
+
+
+def assert_picture(path, min_side=300, max_side=2500):
+    assert_any_picture(path, min_side, max_side)
 
 
 def run(argv, out):
     return cli.run(vizfilter.main, vizfilter.parse_args([*argv, "--out", str(out)]))
-
-
-def assert_picture(path, min_side=300, max_side=2500):
-    image = iio.imread(path)
-    assert image.ndim == 3 and image.shape[2] in (3, 4), path
-    assert min_side <= min(image.shape[:2]) and max(image.shape[:2]) <= max_side, (path, image.shape)
-    assert image[..., :3].std() > 10, f"{path} is nearly constant"
 
 
 @pytest.fixture(scope="module")

@@ -40,9 +40,7 @@ def test_known_class_ids(class_id):
 
 def test_full_labels_keep_every_synonym():
     assert class_names(short=False)[0] == "tench, Tinca tinca"
-    assert (
-        class_names(short=False)[999] == "toilet tissue, toilet paper, bathroom tissue"
-    )
+    assert class_names(short=False)[999] == "toilet tissue, toilet paper, bathroom tissue"
 
 
 def test_short_names_are_first_synonyms_and_clean():
@@ -83,12 +81,8 @@ def test_decode_matches_argsort_on_random_logits():
 def test_probabilities_rank_like_logits():
     logits = np.random.default_rng(1).normal(scale=3.0, size=(3, 1000))
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    ids_from_logits = [
-        [c for c, _, _ in row] for row in decode_predictions(logits, top=10)
-    ]
-    ids_from_probs = [
-        [c for c, _, _ in row] for row in decode_predictions(probs, top=10)
-    ]
+    ids_from_logits = [[c for c, _, _ in row] for row in decode_predictions(logits, top=10)]
+    ids_from_probs = [[c for c, _, _ in row] for row in decode_predictions(probs, top=10)]
     assert ids_from_logits == ids_from_probs
 
 
@@ -109,9 +103,7 @@ def test_ties_go_to_the_lower_class_id():
 def test_decodes_a_tensorflow_tensor():
     tf = pytest.importorskip("tensorflow")
     logits = np.random.default_rng(3).normal(size=(2, 1000)).astype(np.float32)
-    assert decode_predictions(tf.constant(logits), top=3) == decode_predictions(
-        logits, top=3
-    )
+    assert decode_predictions(tf.constant(logits), top=3) == decode_predictions(logits, top=3)
 
 
 @pytest.mark.parametrize("shape", [(1000,), (2, 10), (2, 1000, 1), (1001, 1)])
