@@ -1,4 +1,5 @@
-"""Grad-CAM, Guided Grad-CAM, CAM and guided backpropagation: equivalences that could fail."""
+"""Grad-CAM, Guided Grad-CAM, CAM and guided backpropagation: equivalences that could fail; and
+the NaN/Inf checks that every method shares."""
 
 import keras
 import numpy as np
@@ -7,6 +8,7 @@ import tensorflow as tf
 
 from lib.errors import InputError, LayerError
 from lib.methods.cam import CAM
+from lib.methods.deconvnet import Deconvnet
 from lib.methods.grad_cam import GradCAM, GuidedGradCAM, grad_cam
 from lib.methods.guided_backprop import GuidedBackprop
 
@@ -196,3 +198,33 @@ def test_bad_inputs_raise_input_error():
         method(images(), 4)
     with pytest.raises(InputError, match="model expects"):
         method(np.zeros((1, 32, 32, 3), np.float32))
+
+
+def deconvnet_maps(model):
+    deconvnet = Deconvnet(model, "c2")
+    return lambda x: deconvnet(x, k=2).maps
+
+
+@pytest.mark.parametrize("name", [*METHODS, "deconvnet"])
+def test_nan_pixels_and_nan_weights_are_refused_by_every_method(name):
+    model = gap_net()
+    method = METHODS[name](model) if name in METHODS else deconvnet_maps(model)
+    bad = images()
+    bad[2, 5, 7, 1] = np.nan
+    with pytest.raises(InputError, match="images contain NaN or Inf at 1 positions"):
+        method(bad)
+    assert np.isfinite(method(images())).all()  # the compiled pass still works after the error
+    kernel = model.get_layer("c1").kernel
+    kernel.assign(tf.fill(kernel.shape, np.nan))
+    with pytest.raises(InputError, match=r"the model gives NaN or Inf .* check that its weights are finite"):
+        method(images())
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_finite_pixels_that_overflow_the_model_are_refused(name):
+    """The logits are checked too: max-pooling and the maps' rescaling can turn NaN into a finite map."""
+    method = METHODS[name](gap_net())
+    with pytest.raises(
+        InputError, match=r"the model gives NaN or Inf for images spanning \[3e\+38, 3e\+38\]"
+    ):
+        method(np.full((1, SIZE, SIZE, 3), 3e38, np.float32))

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from lib.errors import InputError, LayerError
+from lib.methods.finite import NOT_FINITE, checked
 from lib.methods.graph import ModelGraph
 from lib.methods.targets import parse_class_ids
 
@@ -84,14 +85,26 @@ def _stack(grads, scores):
     return tf.stack(grads, axis=1)
 
 
-def _check_finite(out, x):
-    """Refuse NaN or Inf results: finite images can still overflow a model (or its weights hold NaN)."""
-    if all(np.isfinite(a).all() for a in tf.nest.flatten(out) if a.dtype.kind == "f"):
-        return
-    low, high = float(tf.reduce_min(x)), float(tf.reduce_max(x))
-    raise InputError(
-        f"the model gives NaN or Inf for images spanning [{low:.3g}, {high:.3g}]; pass pixels in the range "
-        "it expects (RGB 0-255 for the lib.nets builders), and check that its weights are finite"
+def _checked(traced, x, *args):
+    """`traced(x, *args)` with the images and every float result checked for NaN and Inf in the graph.
+
+    Checking inside the compiled pass costs a few microseconds; a NumPy scan after the call would cost
+    more than the rest of a small model's overhead. Finite images can still overflow a model, or its
+    weights can hold NaN, so the results are checked too, and the logits in `targets.scores`:
+    max-pooling and the maps' rescaling can turn NaN into a finite but meaningless map.
+    """
+    return tf.nest.map_structure(checked, traced(checked(x), *args))
+
+
+def _not_finite_error(x):
+    """The error for a pass that met NaN or Inf: in the images (as `check_images` says) or in the model."""
+    from lib.dataflow.images import check_images
+
+    x = np.asarray(x)
+    check_images(x)  # raises for NaN or Inf pixels
+    return InputError(
+        f"the model gives NaN or Inf for images spanning [{x.min():.3g}, {x.max():.3g}]; pass pixels in the "
+        "range it expects (RGB 0-255 for the lib.nets builders), and check that its weights are finite"
     )
 
 
@@ -126,16 +139,25 @@ class Explainer:
         """Check images and class ids, run the compiled `_compute`, and return numpy arrays."""
         x = self._images(images)
         ids = parse_class_ids(class_ids, x.shape[0], self._num_classes(class_ids))
-        kind = "ids" if isinstance(ids, np.ndarray) else ids  # or None (top class), or a callable
-        return self._run(kind, x, tf.constant(ids) if kind == "ids" else None)
+        if isinstance(ids, np.ndarray):
+            return self._run("ids", x, tf.constant(ids))
+        return self._run(ids, x)  # ids is None (top class) or a callable
 
     def _run(self, kind, *args):
-        """Run the compiled pass for `kind`, made on first use, and return numpy arrays."""
+        """Run the compiled pass for `kind`, made on first use, and return numpy arrays.
+
+        Args are tensors, images first; no argument may be None (a None argument costs tf.function
+        a quarter of a millisecond per call on this kind of machine).
+        """
         if kind not in self._functions:
-            self._functions[kind] = tf.function(self._traced(kind))
-        out = tf.nest.map_structure(lambda t: t.numpy(), self._functions[kind](*args))
-        _check_finite(out, args[0])
-        return out
+            self._functions[kind] = tf.function(functools.partial(_checked, self._traced(kind)))
+        try:
+            out = self._functions[kind](*args)
+        except tf.errors.InvalidArgumentError as err:
+            if NOT_FINITE not in err.message:
+                raise
+            raise _not_finite_error(args[0]) from None
+        return {name: t.numpy() for name, t in out.items()} if isinstance(out, dict) else out.numpy()
 
     def _traced(self, kind):
         """The Python function to compile for `kind`; class-map methods take targets.
@@ -157,16 +179,21 @@ class Explainer:
         return None
 
     def _images(self, images):
+        """The images as a float32 tensor of the model's input size.
+
+        NaN and Inf are refused inside the compiled pass (`_checked`). The tensor is made here
+        because `tf.function` converts a NumPy argument more slowly than `tf.constant` does.
+        """
         from lib.dataflow.images import check_images  # imported on use: keeps lib.methods light
 
-        x = check_images(images)
+        x = check_images(images, finite=False)
         expected = self.graph.input_shape[1:]
         if any(e is not None and e != got for e, got in zip(expected, x.shape[1:], strict=True)):
             raise InputError(
                 f"images have shape {x.shape[1:]} but the model expects {expected}; resize the images"
             )
-        return tf.convert_to_tensor(x, dtype=tf.float32)
+        return tf.constant(x)
 
 
-def _compute_for_kind(explainer, kind, x, ids):
-    return explainer._compute(x, ids if kind == "ids" else kind)
+def _compute_for_kind(explainer, kind, x, *ids):
+    return explainer._compute(x, ids[0] if kind == "ids" else kind)

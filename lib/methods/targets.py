@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from lib.errors import InputError
+from lib.methods.finite import checked
 
 
 def parse_class_ids(class_ids, num_images, num_classes):
@@ -77,11 +78,15 @@ def scores(logits, targets):
     Returns:
         (scores, ids): float (N, K), and int32 (N, K) ids or None for a callable.
     """
+    logits = checked(logits)  # NaN here can still end in a finite, meaningless map
     if callable(targets):
-        values = tf.convert_to_tensor(targets(logits))
+        values = checked(tf.convert_to_tensor(targets(logits)))
         if values.shape.rank != 2 or values.shape[1] is None:
             raise InputError(f"the class_ids callable returned shape {values.shape}; return scores (N, K)")
         return values, None
     if targets is None:
         targets = tf.argmax(logits, axis=-1, output_type=tf.int32)[:, None]  # (N, 1)
-    return tf.gather(logits, targets, batch_dims=1), targets
+    # A one-hot product rather than a gather: its gradient is one small dense op, not a scatter.
+    depth = logits.shape[-1] or tf.shape(logits)[-1]
+    one_hot = tf.one_hot(targets, depth, dtype=logits.dtype)  # (N, K, classes)
+    return tf.einsum("nc,nkc->nk", logits, one_hot), targets
