@@ -21,6 +21,7 @@ import sys
 import warnings
 
 import keras
+import tensorflow as tf
 from keras.src import tree
 
 from lib.errors import InputError, LayerError
@@ -126,10 +127,52 @@ def without_activation(layer):
 
 
 def call_op(op, args, kwargs):
-    """Call a layer in inference mode, as `Functional.call(training=False)` would."""
+    """Call a layer in inference mode, as `Functional.call(training=False)` would.
+
+    A plain `Dense` layer on a (N, features) input runs as `dense`, whose gradient to the input is
+    the same but several times faster on big layers (VGG's fc6).
+    """
+    if is_plain_dense(op, args):
+        return dense(op, args[0])
     if "training" in getattr(op, "_call_context_args", ()):
         kwargs = {**kwargs, "training": False}
     return op(*args, **kwargs)
+
+
+def is_plain_dense(op, args):
+    """True for a float32 `keras.layers.Dense` (not a subclass, no LoRA, not quantized) on (N, features)."""
+    return (
+        type(op) is keras.layers.Dense
+        and not op.lora_enabled
+        and op.quantization_mode is None
+        and op.compute_dtype == "float32"
+        and len(args) == 1
+        and args[0].shape.rank == 2
+        and args[0].dtype == tf.float32
+    )
+
+
+def dense(layer, x):
+    """What `Dense.call` computes, with `matmul_fast_gradient` for the product."""
+    y = matmul_fast_gradient(x, tf.convert_to_tensor(layer.kernel))
+    if layer.bias is not None:
+        y = tf.nn.bias_add(y, layer.bias)
+    return y if layer.activation is None else layer.activation(y)
+
+
+@tf.custom_gradient
+def matmul_fast_gradient(x, kernel):
+    """x @ kernel, whose gradient to x is computed as (kernel @ g^T)^T.
+
+    TensorFlow's own gradient, g @ kernel^T (MatMul with transpose_b), runs 3-4 times slower on CPU
+    for a 25088x4096 kernel and a batch of 8 (260 ms against 64 ms here); for a single row both
+    take the same time. The values are the same products, summed in another order.
+    """
+
+    def gradient(g):
+        return tf.transpose(tf.matmul(kernel, g, transpose_b=True)), tf.matmul(x, g, transpose_a=True)
+
+    return tf.matmul(x, kernel), gradient
 
 
 class ModelGraph:
