@@ -113,21 +113,26 @@ def train(args, out):
     print(
         f"training {args.model} up to {settings['feature_layer']} + a CAM head; checkpoints in {checkpoint}"
     )
-    history = train_cam(
-        model,
-        data,
-        args.epochs,
-        checkpoint,
-        seed=args.seed,
-        batch_size=args.train_batch_size,
-        image_size=size,
-        learning_rate=args.learning_rate,
-        inference_image=args.image,
-        class_ids=ids,
-        maps_every=args.maps_every,
-        resume=not args.fresh,
-        metadata=dict(model=args.model, image_size=size, seed=args.seed, **settings),
-    )
+    try:
+        history = train_cam(
+            model,
+            data,
+            args.epochs,
+            checkpoint,
+            seed=args.seed,
+            batch_size=args.train_batch_size,
+            image_size=size,
+            learning_rate=args.learning_rate,
+            inference_image=args.image,
+            class_ids=ids,
+            maps_every=args.maps_every,
+            resume=not args.fresh,
+            metadata=dict(model=args.model, image_size=size, seed=args.seed, **settings),
+        )
+    except InputError as err:  # a checkpoint that does not fit: name the script's flags, not the arguments
+        raise InputError(
+            str(err).replace("another out_dir", "another --out").replace("resume=False", "--fresh")
+        ) from None
     fig = training_figure(history, args.image.name)
     save_figure(fig, out / "cam_training.png", dpi=DPI, colors=COLORS)
     save_mat(out / "cam_training.mat", {**history.arrays(), "class_names": np.array(class_names, object)})

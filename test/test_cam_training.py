@@ -155,6 +155,19 @@ def test_a_finished_run_is_not_trained_again_and_resume_false_starts_afresh(base
     assert load_weights(model, tmp_path)["epoch"] == 1
 
 
+def test_resuming_with_another_inference_image_or_classes_is_refused(base, folder, tmp_path):
+    first = train_cam(build(base), folder, 1, tmp_path, **TRAIN)
+    other_image = np.asarray(first.image)[::-1].copy()  # the same image upside down
+    for changed in ({"inference_image": other_image}, {"class_ids": [2, 4]}):
+        with pytest.raises(InputError, match="records the maps of another inference image or other classes"):
+            train_cam(build(base), folder, 2, tmp_path, **{**TRAIN, **changed})
+    assert read_checkpoint(tmp_path)["epoch"] == 1  # nothing was trained or written
+    fresh = train_cam(
+        build(base), folder, 1, tmp_path, **{**TRAIN, "inference_image": other_image, "resume": False}
+    )
+    np.testing.assert_array_equal(fresh.image, other_image)
+
+
 def test_bad_folders_and_mismatched_models_are_refused(base, folder, tmp_path):
     (tmp_path / "empty" / "a").mkdir(parents=True)
     with pytest.raises(InputError, match="no images"):

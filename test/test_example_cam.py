@@ -89,6 +89,18 @@ def test_a_rerun_resumes_and_draws_the_same_figure(trained):
     assert (out / "cam_training.png").read_bytes() == before
 
 
+def test_a_rerun_with_another_image_is_refused_and_names_the_flags(trained, capsys):
+    out, argv = trained
+    before = (out / "cam_training.png").read_bytes()
+    other = [SAMPLES_DIR / "08_disk_triangle.png" if a == PAIR else a for a in argv]
+    capsys.readouterr()
+    status = run(*other)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "records the maps of another inference image" in err[0]
+    assert "another --out" in err[0] and "--fresh" in err[0] and "resume=False" not in err[0]
+    assert (out / "cam_training.png").read_bytes() == before
+
+
 def test_predict_with_the_trained_checkpoint(trained, tmp_path):
     out, _ = trained
     assert run("--predict", "--checkpoint", out / "checkpoint", "--images", PAIR, "--out", tmp_path) == 0

@@ -349,6 +349,15 @@ def _restore(model, out_dir, history):
             f"{history.class_names}; pass another out_dir or resume=False"
         )
     with np.load(Path(out_dir) / info["state"]) as state:
+        if (
+            not np.array_equal(state["image"], history.image)
+            or state["class_ids"].tolist() != history.class_ids
+        ):
+            raise InputError(
+                f"checkpoint in '{out_dir}' records the maps of another inference image or other classes "
+                "(its snapshots cannot be redrawn); pass the same image and class_ids, another out_dir, "
+                "or resume=False"
+            )
         saved = [state[f"optimizer_{i}"] for i in range(sum(k.startswith("optimizer_") for k in state))]
         variables = model.optimizer.variables
         if [v.shape for v in saved] != [tuple(v.shape) for v in variables]:
@@ -361,7 +370,7 @@ def _restore(model, out_dir, history):
         fields = ("loss", "accuracy", "val_loss", "val_accuracy", "steps", "maps", "scores", "step_accuracy")
         return History(
             history.class_names,
-            [int(c) for c in state["class_ids"]],
-            state["image"],
+            history.class_ids,
+            history.image,
             **{k: list(state[k]) if k == "maps" else state[k].tolist() for k in fields},
         )
