@@ -10,9 +10,10 @@ CPU-time ratios to its floor in the same round. Targets (issue 4): Grad-CAM and 
 forward pass; Guided Grad-CAM for K classes at most 1.15x one forward plus K backward passes, a
 backward pass being (forward + backward) - forward. CPU time (all threads of the process) is the
 steadier measure on a machine shared with other jobs. Peak memory is the process's resident-set
-high-water mark (CPU memory; `tf.config.experimental.get_memory_info` covers GPUs only). The last
-lines time a fresh process that imports lib, loads a bundled model and classifies 64 images (issue
-3: under 10 s).
+high-water mark (CPU memory; `tf.config.experimental.get_memory_info` covers GPUs only). Then each
+method is called on 1,000 single images in a loop, and the resident memory it gains is printed
+(issue 4: it must not grow). The last lines time a fresh process that imports lib, loads a bundled
+model and classifies 64 images (issue 3: under 10 s).
 """
 
 import argparse
@@ -51,6 +52,9 @@ FLOORS = ("forward", "forward+backward")
 TARGET = 1.15
 CLASSES_K3 = [0, 1, 2]
 LOAD_TIME_LIMIT = 10.0  # seconds, issue 3
+LOOP_MODEL = "shapes_vgg"
+LOOP_WARM_UP = 100  # calls before the resident set size is first read
+LOOP_GROWTH_LIMIT = 10.0  # MB of resident memory a method may gain over the measured calls
 
 
 def parse_args(argv=None):
@@ -66,10 +70,17 @@ def parse_args(argv=None):
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, bundled models only")
     parser.add_argument("--skip-load-time", action="store_true", help="skip the fresh-process load timing")
+    parser.add_argument(
+        "--loop-calls",
+        type=int,
+        default=1000,
+        help=f"single-image calls per method in the memory-in-a-loop check on {LOOP_MODEL} (0 skips it)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.models = [m for m in args.models if m != "vgg19"] or ["shapes_vgg"]
         args.repeats = 2
+        args.loop_calls = min(args.loop_calls, 200)
     return args
 
 
@@ -203,6 +214,50 @@ def peak_rss_mb():
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+def current_rss_mb():
+    """Resident set size of this process now, in MB; None where /proc is missing (macOS)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def report_loop_memory(calls):
+    """Call each method on `calls` single images in a loop and print the resident memory it gained.
+
+    Issue 4: a loop over a thousand single images must not grow memory (nor retrace). The first
+    `LOOP_WARM_UP` calls fill TensorFlow's caches and are not counted.
+    """
+    model, _ = build_model(LOOP_MODEL)
+    timed, objects = methods(model, LAYERS[LOOP_MODEL])
+    size = model.inputs[0].shape[1:3]
+    pool = np.random.default_rng(7).uniform(0, 255, (50, 1, *size, 3)).astype("float32")  # cycled
+    growth = {}
+    for name, (call, _, _) in timed.items():
+        for i in range(LOOP_WARM_UP):
+            call(pool[i % len(pool)])
+        traced, before = sum(m.tracing_count for m in objects), current_rss_mb()
+        for i in range(calls):
+            call(pool[i % len(pool)])
+        if sum(m.tracing_count for m in objects) != traced:
+            raise RuntimeError(f"{name} retraced in a loop over single images of one size")
+        growth[name] = None if before is None else current_rss_mb() - before
+    if None in growth.values():
+        print(f"loop of {calls} single images on {LOOP_MODEL}: no retracing; memory not measured (no /proc)")
+        return
+    over = [name for name, mb in growth.items() if mb > LOOP_GROWTH_LIMIT]
+    verdict = (
+        f"over {LOOP_GROWTH_LIMIT:.0f} MB: {', '.join(over)}"
+        if over
+        else f"PASS (limit {LOOP_GROWTH_LIMIT:.0f} MB)"
+    )
+    changes = ", ".join(f"{name} {mb:+.1f} MB" for name, mb in growth.items())
+    print(
+        f"loop of {calls} single images on {LOOP_MODEL}, resident memory: {changes}; no retracing; {verdict}"
+    )
+
+
 # Timed from before the TensorFlow import; prints the seconds at each stage and whether the weights
 # were the trained ones. Random images: classifying them costs the same as classifying shapes.
 LOAD_SCRIPT = """
@@ -271,6 +326,8 @@ def main(args):
         lines = [f"{r['model']} batch {r['batch']} {r['method']}" for r in rows if r["target"] == kind]
         print(f"{kind} target: {', '.join(lines) or 'none'}")
     print(f"timing took {time.perf_counter() - started:.0f} s, {_load()} at end", flush=True)
+    if args.loop_calls > 0:
+        report_loop_memory(args.loop_calls)
     if not args.skip_load_time:
         for name in [m for m in args.models if m in bundled.names()]:
             report_load_time(name)
