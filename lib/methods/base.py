@@ -156,7 +156,9 @@ class Explainer:
         except tf.errors.InvalidArgumentError as err:
             if NOT_FINITE not in err.message:
                 raise
-            raise _not_finite_error(args[0]) from None
+            out = None
+        if out is None:  # raised out here, so a notebook shows our error without TensorFlow's
+            raise _not_finite_error(args[0])
         return {name: t.numpy() for name, t in out.items()} if isinstance(out, dict) else out.numpy()
 
     def _traced(self, kind):
