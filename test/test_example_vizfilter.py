@@ -114,11 +114,3 @@ def test_full_size_models_with_random_weights(tmp_path, model, first):
     assert {p.name for p in tmp_path.iterdir()} == expected
     assert_picture(tmp_path / f"filters_{first}.png")
     assert_picture(tmp_path / f"10_disk_cross_{layers[-1]}_maps.png", min_side=250)
-
-
-def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, capsys):
-    blocker = tmp_path / "file"
-    blocker.write_text("a file where the output folder should go")
-    assert run([], blocker / "out") == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: cannot write to output folder") and "\n" not in err
