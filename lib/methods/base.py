@@ -108,6 +108,24 @@ def _not_finite_error(x):
     )
 
 
+def _check_weights(model):
+    """Refuse NaN or Inf weights once, when a method is made.
+
+    The compiled pass cannot see them: TensorFlow fuses convolution, bias and ReLU into one kernel
+    that turns NaN into 0, so a model with NaN weights would give finite, meaningless maps.
+
+    Raises:
+        InputError: naming the first variable that is not finite.
+    """
+    for variable in model.weights:
+        is_float = variable.dtype in ("float16", "bfloat16", "float32", "float64")
+        if is_float and not np.isfinite(np.asarray(variable.numpy())).all():
+            raise InputError(
+                f"weights {variable.path!r} of model {model.name!r} hold NaN or Inf; load finite weights "
+                "(e.g. retrain with a lower learning rate, or reload the weights file)"
+            )
+
+
 class Explainer:
     """Base of the methods: the graph of `model`, a resolved layer, and compiled passes.
 
@@ -124,6 +142,7 @@ class Explainer:
     def __init__(self, model, layer=None, needs_layer=True):
         self.model = model
         self.graph = ModelGraph(model)
+        _check_weights(model)
         self.layer_key, self.layer = self.graph.resolve(layer) if needs_layer else (None, None)
         self._functions = {}
 

@@ -1,9 +1,12 @@
 """Class activation maps (Zhou et al. 2016, https://arxiv.org/abs/1512.04150).
 
-For a network whose last convolutional features go through global average pooling into a dense
-layer (possibly with a softmax after it), the map of class c is the dense weights of c applied to
-the features: sum_k w[k, c] * A[:, :, k]. Grad-CAM at that layer gives the same map up to the
-factor 1/(h*w), and both use the same post-processing, so after scaling they are identical.
+Two heads make the logits a spatial mean, and CAM covers both:
+- global average pooling into a dense layer (possibly with a softmax after it): the map of class c
+  is the dense weights of c applied to the features, sum_k w[k, c] * A[:, :, k];
+- a 1x1 convolution to the classes (with or without a ReLU) and then global average pooling, the
+  Network-in-Network head of SqueezeNet: the map of class c is channel c of that convolution.
+Grad-CAM at the same layer gives the same map up to the factor 1/(h*w), and both use the same
+post-processing, so after scaling they are identical.
 
     maps = CAM(model)(images, class_ids=None)     # (N, 1, H, W), each image's top class
 """
@@ -13,7 +16,9 @@ import tensorflow as tf
 
 from lib.errors import InputError, LayerError
 from lib.methods.base import Explainer
+from lib.methods.graph import activation_name
 from lib.methods.maps import class_maps
+from lib.methods.rules import relu_kind
 from lib.methods.targets import scores
 
 # Layers that may sit between pooling and the dense layer without changing the CAM weights.
@@ -24,8 +29,10 @@ class CAM(Explainer):
     """Class activation maps of a global-average-pooling network, from one forward pass.
 
     Args:
-        model: a Keras model ending in GlobalAveragePooling2D -> Dense (-> softmax).
-        layer: the layer feeding the pooling; None finds it.
+        model: a Keras model ending in GlobalAveragePooling2D -> Dense (-> softmax), or in a 1x1
+            convolution to the classes (-> ReLU) -> GlobalAveragePooling2D (-> softmax).
+        layer: the layer feeding the pooling (the dense head) or the class convolution (its output,
+            with the ReLU, for the convolutional head); None finds it.
 
     Raises:
         LayerError: if the model lacks that structure (use `GradCAM`), or `layer` is another layer.
@@ -33,7 +40,7 @@ class CAM(Explainer):
 
     def __init__(self, model, layer=None):
         super().__init__(model, layer=None, needs_layer=False)
-        self.layer_key, self.layer, self._dense = self._find_structure(layer)
+        self.layer_key, self.layer, self._class_weights = self._find_structure(layer)
         self._base, self._head = self.graph.split(self.layer_key)
 
     def __call__(self, images, class_ids=None):
@@ -54,27 +61,52 @@ class CAM(Explainer):
         return self._call(images, class_ids)
 
     def _find_structure(self, layer):
+        """(key, name, class weights (classes, C) or None for one-hot) of the layer CAM works at."""
         graph = self.graph
-        dense = graph.producer(graph.logits_key)
-        pool = graph.producer(dense.in_keys[0]) if isinstance(dense.op, keras.layers.Dense) else None
+        top = graph.producer(graph.logits_key)
+        pool = graph.producer(top.in_keys[0]) if isinstance(top.op, keras.layers.Dense) else top
         while pool is not None and isinstance(pool.op, PASS_THROUGH):
             pool = graph.producer(pool.in_keys[0])
         if pool is None or not isinstance(pool.op, keras.layers.GlobalAveragePooling2D):
             raise LayerError(
-                f"CAM needs global average pooling -> dense at the top; {self.model.name!r} ends in "
-                f"{dense.name!r} ({type(dense.op).__name__}); use GradCAM instead"
+                f"CAM needs global average pooling -> dense, or a 1x1 convolution -> global average "
+                f"pooling, at the top; {self.model.name!r} ends in {top.name!r} ({type(top.op).__name__}); "
+                "use GradCAM instead"
             )
-        key, name = pool.in_keys[0], graph.producer(pool.in_keys[0]).name
+        key = pool.in_keys[0]
+        if pool is top and not _is_class_convolution(graph, key, graph.logits_shape[-1]):
+            raise LayerError(
+                f"{self.model.name!r} pools {graph.producer(key).name!r} straight into its scores, which "
+                "is no 1x1 convolution to the classes; use GradCAM instead"
+            )
+        name = graph.producer(key).name
         if layer is not None and graph.resolve(layer)[0] != key:
             raise LayerError(
                 f"CAM works at {name!r}, the layer feeding {pool.name!r}; use GradCAM for {layer!r}"
             )
-        return key, name, dense.op
+        return key, name, None if pool is top else top.op.kernel
 
     def _compute(self, x, targets):
         values = self.graph.run(self._base, {self.graph.input_key: x})
         values = self.graph.run(self._head, values)
         _, ids = scores(values[self.graph.logits_key], targets)  # (N, K) class ids
-        kernel = tf.convert_to_tensor(self._dense.kernel)  # (C, classes)
-        weights = tf.gather(tf.transpose(kernel), ids)  # (N, K, C)
-        return class_maps(values[self.layer_key], weights, x.shape[1:3])
+        activations = values[self.layer_key]  # (N, h, w, C)
+        if self._class_weights is None:  # channel c is the map of class c
+            weights = tf.one_hot(ids, activations.shape[-1], dtype=activations.dtype)  # (N, K, C)
+        else:
+            weights = tf.gather(tf.transpose(tf.convert_to_tensor(self._class_weights)), ids)  # (N, K, C)
+        return class_maps(activations, weights, x.shape[1:3])
+
+
+def _is_class_convolution(graph, key, num_classes):
+    """Whether `key` is a 1x1 convolution to `num_classes` channels, possibly followed by a ReLU."""
+    step = graph.producer(key)
+    if step is not None and relu_kind(step.op) and not isinstance(step.op, keras.layers.Conv2D):
+        step = graph.producer(step.in_keys[0])
+    return (
+        step is not None
+        and isinstance(step.op, keras.layers.Conv2D)
+        and tuple(step.op.kernel_size) == (1, 1)
+        and step.op.filters == num_classes
+        and activation_name(step.op) in ("relu", "linear", "")
+    )

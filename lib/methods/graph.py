@@ -25,6 +25,7 @@ import tensorflow as tf
 from keras.src import tree
 
 from lib.errors import InputError, LayerError
+from lib.methods.finite import checked
 
 SOFTMAX_NAMES = ("softmax", "log_softmax")
 _METHODS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -334,7 +335,9 @@ class ModelGraph:
             call: `call(step, args, kwargs) -> outputs`; default runs the layer in inference mode.
 
         Returns:
-            dict key -> tensor with every value computed.
+            dict key -> tensor with every value computed, each checked for NaN and Inf: compiled,
+            TensorFlow fuses convolution, bias and ReLU into one kernel that turns NaN into 0, so an
+            overflow inside the network could otherwise end in a finite, meaningless map.
         """
         values = dict(values)
         for step in steps:
@@ -342,7 +345,7 @@ class ModelGraph:
                 {i: values[k] for i, k in zip(step.arg_ids, step.in_keys, strict=True)}
             )
             outs = call(step, args, kwargs) if call else call_op(step.op, args, kwargs)
-            values.update(zip(step.out_keys, tree.flatten(outs), strict=True))
+            values.update(zip(step.out_keys, map(checked, tree.flatten(outs)), strict=True))
         return values
 
 

@@ -223,6 +223,26 @@ def _read_npy_header(f, path):
     return shape, dtype
 
 
+def _unpickle(data: bytes, path, kind):
+    """The object a weights pickle holds, rebuilt by `_WeightsUnpickler` from checked parts.
+
+    `kind` names the file format in the error for damaged data (".npy file", "pickle of weights").
+    """
+    try:
+        _check_pickle_sizes(data)
+        return _resolved(_WeightsUnpickler(io.BytesIO(data), path).load(), {})
+    except WeightsError:
+        raise
+    except _PARSE_ERRORS as e:
+        raise WeightsError(f"'{path}' is truncated or not a {kind} ({short_reason(e)})") from None
+
+
+def _as_dict(content, path) -> dict:
+    if not isinstance(content, dict):
+        raise WeightsError(f"'{path}' holds a {type(content).__name__}, not a dict of layers")
+    return content
+
+
 def load_npy_dict(path) -> dict:
     """Loads a `.npy` that holds a pickled dict (`np.save(path, {...})`) without running its code.
 
@@ -245,19 +265,28 @@ def load_npy_dict(path) -> dict:
     with open(path, "rb") as f:
         try:
             shape, dtype = _read_npy_header(f, path)
-            if dtype.kind != "O":
-                raise WeightsError(
-                    f"'{path}' holds a {dtype} array of shape {shape}, not the pickled dict of layers "
-                    "that weights .npy files hold"
-                )
-            data = f.read()
-            _check_pickle_sizes(data)
-            array = _resolved(_WeightsUnpickler(io.BytesIO(data), path).load(), {})
-        except WeightsError:
-            raise
         except _PARSE_ERRORS as e:
             raise WeightsError(f"'{path}' is truncated or not a .npy file ({short_reason(e)})") from None
-    content = array.item() if isinstance(array, np.ndarray) and array.size == 1 else array
-    if not isinstance(content, dict):
-        raise WeightsError(f"'{path}' holds a {type(content).__name__}, not a dict of layers")
-    return content
+        if dtype.kind != "O":
+            raise WeightsError(
+                f"'{path}' holds a {dtype} array of shape {shape}, not the pickled dict of layers "
+                "that weights .npy files hold"
+            )
+        array = _unpickle(f.read(), path, ".npy file")
+    return _as_dict(array.item() if isinstance(array, np.ndarray) and array.size == 1 else array, path)
+
+
+def load_pickle_dict(path) -> dict:
+    """Loads a plain pickle of a dict of numpy arrays (`pickle.dump({...}, f)`) without running its code.
+
+    The same restricted unpickler as `load_npy_dict`, for weights shipped as `.pkl` files (the
+    SqueezeNet weights of the `ndf` package: `{"conv1": [W, b], "fire2/squeeze1x1": [W, b], ...}`).
+
+    Raises:
+        lib.errors.MissingFileError: `path` does not exist.
+        lib.errors.WeightsError: truncated or damaged, not a dict, or its pickle asks for anything but
+            numpy arrays and containers (refused before it runs).
+    """
+    path = existing_file(path)
+    with open(path, "rb") as f:
+        return _as_dict(_unpickle(f.read(), path, "pickle of weights"), path)

