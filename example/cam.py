@@ -70,18 +70,23 @@ def quiet_class_folders(folder):
         return class_folders(folder)
 
 
-def conv_base(name, weights):
-    """The network a CAM head is trained on, and its input size."""
+def conv_base(name, weights, generated=False):
+    """The network a CAM head is trained on, and the size training images are resized to.
+
+    A model that takes any size trains on the generated shapes at their own size, on --data at 224.
+    """
     if name in bundled.names():
         return cli.load_subject(name, weights).model, bundled.INPUT_SIZE
-    from lib.nets.googlenet import googlenet
-    from lib.nets.vgg import vgg19
+    if name in cli.IMAGENET_MODELS:
+        base = cli.imagenet_builder(name)(include_top=False, weights=cli.imagenet_weights(name, weights))
+        return base, cli.IMAGENET_MODELS[name][2]
+    subject = cli.load_subject(name, weights)  # a model file: the head goes on its last feature layer
+    return subject.model, subject.image_size or (bundled.INPUT_SIZE if generated else None)
 
-    if weights is None:
-        warnings.warn(
-            f"{name} has random weights (no --weights given): its features mean nothing", stacklevel=2
-        )
-    return (vgg19 if name == "vgg19" else googlenet)(include_top=False, weights=weights), cli.FULL_SIZE_INPUT
+
+def model_source(name):
+    """What a checkpoint records to rebuild `--model`: its name, or the absolute path of its file."""
+    return name if name in cli.model_names() else str(Path(name).resolve())
 
 
 def shapes_folder(folder, num_images, seed):
@@ -104,7 +109,7 @@ def train(args, out):
     if ids is None:
         wanted = TRAIN_CLASSES if set(TRAIN_CLASSES) <= set(class_names) else class_names[:3]
         ids = [class_names.index(name) for name in wanted]
-    base, size = conv_base(args.model, args.weights)
+    base, size = conv_base(args.model, args.weights, generated=args.data is None)
     width = args.conv_width or (128 if args.model in bundled.names() else 1024)
     settings = dict(feature_layer=find_feature_layer(base).name, conv_width=width, train_base=args.train_base)
     model = cam_model(base, len(class_names), seed=args.seed, **settings)
@@ -127,7 +132,7 @@ def train(args, out):
             class_ids=ids,
             maps_every=args.maps_every,
             resume=not args.fresh,
-            metadata=dict(model=args.model, image_size=size, seed=args.seed, **settings),
+            metadata=dict(model=model_source(args.model), image_size=size, seed=args.seed, **settings),
         )
     except InputError as err:  # a checkpoint that does not fit: name the script's flags, not the arguments
         raise InputError(
@@ -177,18 +182,23 @@ def subject_of(args, checkpoint):
         raise InputError(
             f"checkpoint '{checkpoint}' was not written by example/cam.py --train (no model recorded)"
         )
+    # Random weights: the checkpoint holds every weight.
     if meta["model"] in bundled.names():
-        base = bundled.build(meta["model"])  # random: the checkpoint holds every weight
+        base = bundled.build(meta["model"])
+    elif meta["model"] in cli.IMAGENET_MODELS:
+        base = cli.imagenet_builder(meta["model"])(include_top=False)
     else:
-        from lib.nets.googlenet import googlenet
-        from lib.nets.vgg import vgg19
-
-        base = (vgg19 if meta["model"] == "vgg19" else googlenet)(include_top=False)
+        base = cli.load_subject(meta["model"]).model  # the model file it was trained on
     keys = ("feature_layer", "conv_width", "train_base", "seed")
     model = cam_model(base, len(info["class_names"]), **{key: meta[key] for key in keys})
     load_weights(model, checkpoint)
     print(f"loaded the CAM model trained for {info['epoch']} epochs from {checkpoint}")
-    return cli.Subject(f"{meta['model']} + CAM head", model, tuple(info["class_names"]), meta["image_size"])
+    size = meta["image_size"]  # a side (named models), [h, w] (model files) or None (any size)
+    if isinstance(size, int):
+        size = (size, size)
+    size = tuple(size) if size else None
+    name = Path(meta["model"]).name
+    return cli.Subject(f"{name} + CAM head", model, tuple(info["class_names"]), size)
 
 
 def explainer(subject):
@@ -196,8 +206,8 @@ def explainer(subject):
         return CAM(subject.model)
     except LayerError as err:
         raise LayerError(
-            f"{err}, or train a CAM head first: example/cam.py --train --model {subject.name} "
-            "[--weights ...], then --predict --checkpoint <out>/checkpoint"
+            f"{err}, or train a CAM head first: example/cam.py --train --model "
+            f"{subject.path or subject.name} [--weights ...], then --predict --checkpoint <out>/checkpoint"
         ) from None
 
 
@@ -268,6 +278,10 @@ def overview_figure(images, mat, stems, names, model_name):
 
 
 def main(args):
+    if args.list_layers:
+        print(cli.list_layers(subject_of(args, args.checkpoint).model))
+        return 0
+    cli.check_model_arg(args.model)
     if args.data is not None:
         quiet_class_folders(args.data)  # a bad folder or image fails here, before anything is written
     if args.train:

@@ -32,7 +32,9 @@ DEFAULT_LAYERS = {
     "shapes_googlenet": ("conv2_3x3", "inception_3a_output"),
     "vgg19": ("conv3_4", "conv4_4"),
     "googlenet": ("inception_3a_output", "inception_4a_output"),
-}
+    "squeezenet": ("fire5_concat", "fire9_concat"),
+    "efficientnet_lite0": ("block3b_add", "block5c_add"),
+}  # other models, e.g. from a file: two layers spread over their depth (cli.default_layers)
 # Twelve sample images are too few for a top-9 search to show what a channel likes; the bundled
 # models add this many generated shapes (never seen in training: their seed is not a training seed).
 DEFAULT_GENERATED = 200
@@ -113,7 +115,7 @@ class LayerResult:
 
 
 def generated_set(count, seed, size):
-    """`count` single-shape images uint8 (N, size, size, 3), their names ('gen_0042 star'), their masks."""
+    """`count` shape images uint8 (N, h, w, 3) of `size` (h, w), their names ('gen_0042 star'), masks."""
     images, labels, masks = generate(count, seed=seed, size=size)
     return images, [f"gen_{i:04d} {CLASS_NAMES[c]}" for i, c in enumerate(labels)], masks
 
@@ -139,8 +141,23 @@ def search_batches(run, generated, batch_size, origins):
         progress.add(len(chunk))
 
 
+def one_size(batches, origins):
+    """The batches (n, H, W, 3) unchanged, refusing one of another size than the first: one search
+    ranks images of one size, and a model that takes any size leaves the images at their own."""
+    size = None
+    for images in batches:
+        size = size or images.shape[1:3]
+        if images.shape[1:3] != size:
+            (h0, w0), (h, w) = size, images.shape[1:3]
+            raise InputError(
+                f"'{origins[-len(images)][0]}' is {h}x{w}, the images before it {h0}x{w0}: the top-k search "
+                "needs images of one size; resize them to one size, or pass --per-image"
+            )
+        yield images
+
+
 def source_image(origin, size):
-    """The image (float (size, size, 3)) an origin entry stands for, read again if it is a file."""
+    """The image (float (H, W, 3)) an origin entry stands for, read again (at `size`) if it is a file."""
     source = origin[1]
     if isinstance(source, np.ndarray):
         return source.astype(np.float32)
@@ -243,8 +260,9 @@ def top_table(result, shares):
 
 def search(args, subject, deconvs, paths):
     """Each layer's `TopActivations` with the names and images of its sources; nothing is written yet."""
-    empty = (np.zeros((0, subject.image_size, subject.image_size, 3), np.uint8), [], [])
-    generated = generated_set(args.generate, args.seed, subject.image_size) if args.generate else empty
+    size = subject.image_size or (bundled.INPUT_SIZE, bundled.INPUT_SIZE)  # shapes for any-size models
+    empty = (np.zeros((0, *size, 3), np.uint8), [], [])
+    generated = generated_set(args.generate, args.seed, size) if args.generate else empty
     results = []
     for number, deconv in enumerate(deconvs):
         print(
@@ -252,7 +270,7 @@ def search(args, subject, deconvs, paths):
         )
         run = cli.ImageRun(paths, subject.image_size, args.batch_size)
         origins = []
-        batches = search_batches(run, generated, args.batch_size, origins)
+        batches = one_size(search_batches(run, generated, args.batch_size, origins), origins)
         with warnings.catch_warnings():
             if number:  # the first layer's pass already warned about each bad image
                 warnings.simplefilter("ignore")
@@ -271,7 +289,7 @@ def write_top(args, subject, results, out):
     written = []
     for result in results:
         layer = result.deconv.layer
-        field = result.deconv.field((subject.image_size, subject.image_size))
+        field = result.deconv.field(result.sources[0].shape[:2])  # the size every source has
         what = "any channel" if args.id is None else f"channel {args.id}"
         heading = (
             f"{subject.name} {layer}: top {len(result.top.values)} activations of {what}\n"
@@ -280,7 +298,7 @@ def write_top(args, subject, results, out):
         feat, im, both = top_figures(result.top, result.names, result.sources, heading)
         shares = object_shares(result, field)
         report_shares(layer, shares)
-        stem = out / layer
+        stem = out / layer.replace("/", "_")  # a nested model's layer, 'block/conv2', as one file name
         written += [
             plot.save_figure(feat, f"{stem}_feat{suffix}.png", colors=COLORS),
             plot.save_figure(im, f"{stem}_im{suffix}.png", colors=COLORS),
@@ -326,18 +344,22 @@ def per_image(args, subject, deconvs, paths, out):
                     tile_size=1.8,
                     suptitle=f"{subject.name} {deconv.layer}: deconvnet of the {args.k} {what}",
                 )
-                name = f"{Path(path).stem}_{deconv.layer}_deconv{suffix}.png"
+                name = f"{Path(path).stem}_{deconv.layer.replace('/', '_')}_deconv{suffix}.png"
                 written.append(plot.save_figure(fig, out / name, colors=COLORS))
     print(run.summary())
     return written
 
 
 def main(args):
+    if args.list_layers:
+        print(cli.list_layers(cli.load_subject(args.model, args.weights).model))
+        return 0
     check_args(args)
+    cli.check_model_arg(args.model)
     paths = list_images(args.images)
     out = cli.prepare_output(args.out)
     subject = cli.load_subject(args.model, args.weights)
-    layers = args.layer or DEFAULT_LAYERS[args.model]
+    layers = args.layer or DEFAULT_LAYERS.get(args.model) or cli.default_layers(subject.model, 2)
     deconvs = [Deconvnet(subject.model, name) for name in layers]  # every layer checked before any work
     check_channel(args.id, deconvs)
     print(f"read {len(paths)} image(s) from {args.images}; layers {', '.join(d.layer for d in deconvs)}")

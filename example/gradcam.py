@@ -98,6 +98,7 @@ def make_methods(model, layer):
 
 
 def explain_images(args):
+    cli.check_model_arg(args.model)
     paths = list_images(args.images)
     out = cli.prepare_output(args.out)
     subject = cli.load_subject(args.model, args.weights)
@@ -200,6 +201,9 @@ def pointing_game_table(num_images, batch_size):
 
 
 def main(args):
+    if args.list_layers:
+        print(cli.list_layers(cli.load_subject(args.model, args.weights).model))
+        return 0
     if args.pointing_game is not None:
         print(pointing_game_table(args.pointing_game, args.batch_size))
         return 0

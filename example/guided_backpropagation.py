@@ -91,6 +91,7 @@ def overview_figure(entries, title):
 
 def setup(args):
     """Image paths, output folder, model and checked class ids: everything that can fail early."""
+    cli.check_model_arg(args.model)
     paths = list_images(args.images)
     out = cli.prepare_output(args.out)
     subject = cli.load_subject(args.model, args.weights)
@@ -236,6 +237,9 @@ def sanity_check(args):
 
 
 def main(args):
+    if args.list_layers:
+        print(cli.list_layers(cli.load_subject(args.model, args.weights).model))
+        return 0
     return sanity_check(args) if args.sanity_check else explain_images(args)
 
 

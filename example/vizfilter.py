@@ -23,12 +23,15 @@ from lib.nets.layers import CaffePreprocess
 
 DEFAULT_IMAGE = cli.SAMPLES_DIR / "10_disk_cross.png"
 # Layers drawn when --layer is not given: an early convolution and the inception blocks (GoogLeNet),
-# or one convolution per resolution (VGG).
+# or one convolution (VGG) or block output (SqueezeNet, EfficientNet) per resolution. Other models,
+# e.g. from a file: three layers spread over their depth (cli.default_layers).
 DEFAULT_LAYERS = {
     "shapes_googlenet": ("conv2_3x3", "inception_3a_output", "inception_3b_output"),
     "googlenet": ("conv2_3x3", "inception_3a_output", "inception_4a_output"),
     "shapes_vgg": ("conv2_1", "conv3_2", "conv4_2"),
     "vgg19": ("conv2_2", "conv3_4", "conv4_4"),
+    "squeezenet": ("fire3_concat", "fire5_concat", "fire9_concat"),
+    "efficientnet_lite0": ("block2b_add", "block3b_add", "block5c_add"),
 }
 
 
@@ -121,13 +124,18 @@ def layer_figure(probe, image, image_title, args, model_name):
 
 
 def main(args):
+    if args.list_layers:
+        print(cli.list_layers(cli.load_subject(args.model, args.weights).model))
+        return 0
     if args.num_maps < 1:
         raise InputError(f"--num-maps {args.num_maps}; pass at least 1")
+    cli.check_model_arg(args.model)
     paths = list_images(args.images)
     out = cli.prepare_output(args.out)
     subject = cli.load_subject(args.model, args.weights)
-    layers = args.layer or DEFAULT_LAYERS[args.model]
-    probes = [FeatureMaps(subject.model, name) for name in layers]  # checks every layer before any work
+    layers = args.layer or DEFAULT_LAYERS.get(args.model) or cli.default_layers(subject.model, 3)
+    # FeatureMaps takes a layer's own name; --list-layers prefixes nested ones ('block/conv2').
+    probes = [FeatureMaps(subject.model, name.rsplit("/", 1)[-1]) for name in layers]  # all checked first
     fig, first = filter_figure(subject.model, subject.name)
     written = [plot.save_figure(fig, out / f"filters_{first}.png")]
     print(f"read {len(paths)} image(s) from {args.images}; feature maps of {', '.join(layers)}")

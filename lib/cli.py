@@ -20,8 +20,19 @@ from lib.errors import InputError, VizError
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = ROOT / "data" / "samples"
-FULL_SIZE_MODELS = ("vgg19", "googlenet")
+FULL_SIZE_MODELS = ("vgg19", "googlenet")  # random weights unless --weights is given
 FULL_SIZE_INPUT = 224
+# The ImageNet networks by name: builder module, builder, input side, default weights. The builders are
+# imported only when chosen, so that a checkout without one of them still runs the others.
+IMAGENET_MODELS = {
+    "vgg19": ("lib.nets.vgg", "vgg19", FULL_SIZE_INPUT, None),
+    "googlenet": ("lib.nets.googlenet", "googlenet", FULL_SIZE_INPUT, None),
+    "squeezenet": ("lib.nets.squeezenet", "squeezenet", 227, "imagenet"),  # weights from packages
+    "efficientnet_lite0": ("lib.nets.efficientnet", "efficientnet_lite0", 224, "imagenet"),
+}
+MODEL_FILE_SUFFIXES = (".keras", ".h5")
+# Modules that register our custom layers with Keras, imported before a model file is loaded.
+LAYER_MODULES = ("lib.nets.layers", "lib.nets.squeezenet", "lib.nets.efficientnet")
 
 
 @dataclasses.dataclass
@@ -29,31 +40,47 @@ class Subject:
     """A model to explain, with what the scripts need to know about it.
 
     Attributes:
-        name: `--model` value.
+        name: the `--model` name, or the file name of a model loaded from a file.
         model: functional `keras.Model` taking RGB 0-255 images to logits.
         class_names: name of each output class, in class-id order.
-        image_size: the square input size images are resized to.
+        image_size: `(height, width)` images are resized to, or None for a model that takes any size
+            (images then keep their own).
+        path: the file the model was loaded from; None for a named model.
     """
 
     name: str
     model: object
     class_names: tuple
-    image_size: int
+    image_size: tuple | None
+    path: Path | None = None
 
 
 def model_names():
-    """Values accepted by `--model`: the bundled models, then the full-size builders."""
+    """Names accepted by `--model` besides a model file: the bundled models, then the ImageNet ones."""
     from lib.nets import bundled
 
-    return (*bundled.names(), *FULL_SIZE_MODELS)
+    return (*bundled.names(), *IMAGENET_MODELS)
 
 
 def add_model_arguments(parser, default_model):
-    parser.add_argument("--model", default=default_model, choices=model_names(), help="network to explain")
+    """`--model` (a name or a saved Keras model), `--weights` and `--list-layers`."""
+    parser.add_argument(
+        "--model",
+        default=default_model,
+        metavar="NAME_OR_FILE",
+        help=f"network to explain: {', '.join(model_names())}, or a saved Keras model (.keras, .h5)",
+    )
     parser.add_argument(
         "--weights",
         default=None,
-        help="weights for vgg19/googlenet: 'imagenet' (vgg19) or a .npy/.h5 path; bundled models have theirs",
+        help="weights of an ImageNet model: 'imagenet' or a weights file (vgg19/googlenet: random without "
+        "it; squeezenet/efficientnet_lite0: 'imagenet' by default); bundled models and model files have "
+        "their own",
+    )
+    parser.add_argument(
+        "--list-layers",
+        action="store_true",
+        help="print the model's layers (name, type, output shape, spatial or not) and exit",
     )
 
 
@@ -92,32 +119,234 @@ def add_output_arguments(parser, method):
 
 
 def load_subject(name, weights=None):
-    """Builds or loads the model named by `--model`, with its class names and input size.
+    """Builds or loads the model that `--model` names, with its class names and input size.
 
-    Full-size models without weights get random ones and a warning that their maps mean nothing.
+    Args:
+        name: one of `model_names()`, or the path of a saved Keras model (.keras, .h5).
+        weights: for the ImageNet models: "imagenet" or a weights file; None takes their default
+            (random for vgg19 and googlenet, with a warning that their maps mean nothing).
+
+    Raises:
+        InputError: an unknown name; a model file that is missing, cannot be loaded or is not an image
+            CNN; `weights` for a model that has its own.
     """
     from lib.nets import bundled
 
+    check_model_arg(name)
     if name in bundled.names():
         if weights is not None:
-            raise InputError(f"--weights is for vgg19/googlenet; bundled model '{name}' has its own")
+            raise InputError(f"--weights is for the ImageNet models; bundled model '{name}' has its own")
         from lib.dataflow.shapes import CLASS_NAMES
 
-        return Subject(name, bundled.load(name), CLASS_NAMES, bundled.INPUT_SIZE)
-    if name not in FULL_SIZE_MODELS:
-        raise InputError(f"unknown model '{name}'; choose one of {', '.join(model_names())}")
-    from lib.nets.googlenet import googlenet
-    from lib.nets.imagenet import class_names
-    from lib.nets.vgg import vgg19
+        return Subject(name, bundled.load(name), CLASS_NAMES, (bundled.INPUT_SIZE, bundled.INPUT_SIZE))
+    if name in IMAGENET_MODELS:
+        from lib.nets.imagenet import class_names
 
+        side = IMAGENET_MODELS[name][2]
+        model = imagenet_builder(name)(weights=imagenet_weights(name, weights))
+        return Subject(name, model, class_names(), (side, side))
+    path = Path(name)
+    if weights is not None:
+        raise InputError(f"--weights is for the ImageNet models; model file '{path}' has its own")
+    model = load_model_file(path)
+    return Subject(path.name, model, file_class_names(model), model_input_size(model), path)
+
+
+def check_model_arg(value):
+    """Refuses a `--model` value that is neither a model name nor an existing .keras/.h5 file.
+
+    Cheap (a file's first bytes are read, nothing is loaded), so that scripts can call it before they
+    write anything.
+
+    Raises:
+        InputError: naming the value and what `--model` takes.
+    """
+    if value in model_names():
+        return
+    path = Path(value)
+    if path.suffix.lower() not in MODEL_FILE_SUFFIXES:
+        raise InputError(
+            f"--model '{value}' is neither a model name ({', '.join(model_names())}) nor a saved Keras "
+            "model (.keras, .h5); save yours with model.save('net.keras')"
+        )
+    if not path.exists():
+        raise InputError(f"model file '{path}' does not exist; check --model")
+    if not path.is_file():
+        raise InputError(f"model file '{path}' is a folder; pass the .keras or .h5 file itself")
+    _check_file_kind(path)
+
+
+def imagenet_builder(name):
+    """The builder function of an ImageNet model of `IMAGENET_MODELS`, imported now.
+
+    Raises:
+        InputError: its module (or a package it needs) is missing.
+    """
+    import importlib
+
+    module_name, builder, _, _ = IMAGENET_MODELS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        missing = "is missing from this checkout" if err.name == module_name else f"needs {err.name!r}"
+        raise InputError(f"model '{name}' is not available: {module_name} {missing}") from None
+    return getattr(module, builder)
+
+
+def imagenet_weights(name, weights):
+    """`weights`, or the ImageNet model's default; warns when that default leaves the weights random."""
+    weights = IMAGENET_MODELS[name][3] if weights is None else weights
     if weights is None:
         warnings.warn(
             f"{name} has random weights (no --weights given): its maps mean nothing; "
             f"pass --weights with a trained weights file",
-            stacklevel=2,
+            stacklevel=3,
         )
-    builder = vgg19 if name == "vgg19" else googlenet
-    return Subject(name, builder(weights=weights), class_names(), FULL_SIZE_INPUT)
+    return weights
+
+
+def load_model_file(path):
+    """A saved Keras model (.keras, .h5), loaded in safe mode: no Python code from the file runs.
+
+    The modules that register our custom layers are imported first, so that models saved from
+    `lib.nets` load too.
+
+    Raises:
+        InputError: the file is missing or of another kind, Keras cannot load it, or it is not an
+            image CNN (`check_image_cnn`).
+    """
+    import importlib.util
+
+    import keras
+
+    check_model_arg(str(path))
+    for module in LAYER_MODULES:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+    try:
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as err:  # Keras's loaders raise ValueError, TypeError, OSError, KeyError, zip errors..
+        raise InputError(
+            f"Keras {keras.__version__} cannot load model file '{path}' in safe mode "
+            f"({_first_sentence(err)}); pass a model saved by Keras 3 with model.save('net.keras'), "
+            "without Lambda layers"
+        ) from None
+    check_image_cnn(model, path)
+    return model
+
+
+def _check_file_kind(path):
+    """Refuses a .keras file that is not a zip archive and an .h5 file that is not HDF5, from their bytes."""
+    import zipfile
+
+    with open(path, "rb") as file:
+        head = file.read(8)
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        raise InputError(f"model file '{path}' is not a .keras (zip) archive; re-save the model")
+    if path.suffix.lower() == ".h5" and head != b"\x89HDF\r\n\x1a\n":
+        raise InputError(f"model file '{path}' is not an HDF5 file; re-save the model")
+
+
+def _first_sentence(error, limit=160):
+    """The first sentence of `error`'s message, at most `limit` characters, for one-line messages."""
+    text = str(error).strip().split("\n")[0] or type(error).__name__
+    if len(text) > limit and ". " in text:
+        text = text.split(". ")[0] + "."
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_image_cnn(model, source):
+    """Refuses a model that the examples cannot explain: not one RGB image input (N, H, W, 3) and one
+    output of class scores (N, classes), or without a Conv2D layer.
+
+    Raises:
+        InputError: naming `source` (the model's file) and what is wrong.
+    """
+    from lib.methods.filters import conv_layers
+    from lib.methods.graph import ModelGraph
+
+    try:
+        graph = ModelGraph(model)
+    except VizError as err:
+        raise InputError(f"model '{source}' cannot be explained: {err}") from None
+    shape, logits = graph.input_shape, graph.logits_shape
+    if len(shape) != 4 or shape[-1] != 3 or (shape[1] is None) != (shape[2] is None):
+        raise InputError(
+            f"model '{source}' takes input of shape {shape}; the examples need RGB images "
+            "(N, H, W, 3), with both H and W fixed or both free"
+        )
+    if len(logits) != 2 or not logits[-1]:
+        raise InputError(f"model '{source}' outputs shape {logits}, not class scores (N, classes)")
+    if not conv_layers(model):
+        raise InputError(f"model '{source}' has no Conv2D layer; the examples explain convolutional networks")
+
+
+def model_input_size(model):
+    """(height, width) of a model's image input, or None if it takes images of any size."""
+    height, width = tuple(model.inputs[0].shape)[1:3]
+    return None if height is None or width is None else (int(height), int(width))
+
+
+def file_class_names(model):
+    """The ImageNet class names for a model with 1000 outputs, else 'class 0' .. 'class C-1'."""
+    from lib.nets import imagenet
+
+    count = int(model.outputs[0].shape[-1])
+    if count == imagenet.NUM_CLASSES:
+        return imagenet.class_names()
+    return tuple(f"class {i}" for i in range(count))
+
+
+def list_layers(model):
+    """The layers of `model` as a table: name, type, output shape, and whether the output is spatial.
+
+    Names are those `--layer` takes: layers of nested models are prefixed with the nested model's
+    name ('block/conv2'), as `lib.methods.graph.ModelGraph` names them. Spatial layers, with an
+    (N, h, w, C) output, are those the map methods can explain.
+    """
+    from lib.methods.graph import ModelGraph
+
+    graph = ModelGraph(model)
+    spatial = set(graph.spatial_names())
+    rows = [("layer", "type", "output shape", "spatial")]
+    for step in graph.steps:
+        shape = ", ".join(str(s) for s in step.shapes)
+        rows.append((step.name, type(step.op).__name__, shape, "yes" if step.name in spatial else "no"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [
+        f"model '{model.name}': input {graph.input_shape}, {len(graph.steps)} layers, {len(spatial)} "
+        "spatial (N, h, w, C) ones, which --layer takes"
+    ]
+    for name, kind, shape, flag in rows:
+        lines.append(f"{name:<{widths[0]}}  {kind:<{widths[1]}}  {shape:<{widths[2]}}  {flag}")
+    if graph.softmax:
+        lines.append(f"the methods explain the scores before the softmax of '{graph.softmax}'")
+    return "\n".join(lines)
+
+
+def default_layers(model, count):
+    """`count` spatial layers spread evenly over the depth of `model`, the deepest last.
+
+    What a script shows without `--layer` when it has no hand-picked layers for the model. The
+    candidates are the features of a block, from the first convolution on: the outputs of
+    non-linearities (a ReLU or activation layer, or a layer with a fused activation) and of merges
+    (Concatenate, Add); every spatial layer from the first convolution on if there are none.
+    """
+    import keras
+
+    from lib.methods.graph import ModelGraph, activation_name
+
+    graph = ModelGraph(model)
+    spatial = set(graph.spatial_names())
+    steps = [step for step in graph.steps if step.name in spatial]
+    steps = steps[next((i for i, s in enumerate(steps) if isinstance(s.op, keras.layers.Conv2D)), 0) :]
+    kinds = (keras.layers.ReLU, keras.layers.Activation, keras.layers.Concatenate, keras.layers.Add)
+    features = [s for s in steps if isinstance(s.op, kinds) or activation_name(s.op) not in ("", "linear")]
+    names = [step.name for step in features or steps]
+    if len(names) <= count:
+        return names
+    picks = np.round(np.linspace(0, len(names) - 1, count + 1)[1:]).astype(int)
+    return [names[i] for i in sorted(set(picks))]
 
 
 class ImageRun:
