@@ -93,13 +93,54 @@ def positive_int(text):
 
 
 def add_image_arguments(parser):
+    """`--images` (a path or a named set, read with `image_sources`), `--batch-size` and `--crop`."""
     parser.add_argument(
         "--images",
-        type=Path,
         default=SAMPLES_DIR,
-        help="an image file or a folder (default: bundled samples)",
+        help="an image file, a folder, or a named set: 'photos' (the real photos of lib.dataflow.photos) "
+        "or 'grids' (448x448 2x2 grids of them); a file or folder of that name wins (default: bundled "
+        "samples)",
     )
     parser.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass")
+    parser.add_argument(
+        "--crop",
+        action="store_true",
+        help="centre-crop each image to the model's input aspect ratio before resizing it, instead of "
+        "resizing (squashing) the whole image",
+    )
+
+
+IMAGE_SETS = ("photos", "grids")  # what `--images` names besides paths
+
+
+def image_sources(value):
+    """The images `--images` names: the files at a path, or the in-memory `Picture`s of a named set.
+
+    A file or folder that exists wins over a set of the same name. The sets:
+        "photos": every photo of `lib.dataflow.photos`, named "<photo>.<ext>" (e.g. "chelsea.png");
+        "grids": the 2x2 grids of `photos.DEFAULT_GRIDS`, 448x448 with cells of 224, named
+            "grid_<photo>_<photo>_<photo>_<photo>.png"; each Picture's `args[0]` lists its photos.
+
+    Returns:
+        list of str paths (`list_images` of the path) or of Pictures.
+
+    Raises:
+        MissingFileError, InputError: as `list_images` for paths; MissingFileError naming the
+            `pip install` when a package that ships the photos is missing.
+    """
+    from lib.dataflow import photos
+    from lib.dataflow.images import list_images
+
+    text = os.fspath(value)
+    if text not in IMAGE_SETS or os.path.exists(text):
+        return list_images(value)
+    grids = photos.DEFAULT_GRIDS
+    needed = photos.names() if text == "photos" else sorted({name for names in grids for name in names})
+    for name in needed:
+        photos.photo_path(name)  # a missing package fails here, in one line, before any work
+    if text == "photos":
+        return [photos.picture(name) for name in photos.names()]
+    return [photos.grid_picture(names, cell=photos.GRID_CELL) for names in grids]
 
 
 def add_class_id_argument(parser, default):
@@ -352,22 +393,28 @@ def default_layers(model, count):
 class ImageRun:
     """Iterates over a folder run in batches, with progress and an end-of-run summary.
 
+    `paths` may mix files and `Picture`s (`image_sources`). `size` None keeps each image's own size,
+    for models that take any: a batch then never mixes sizes (it is cut where the size changes).
+    `crop` centre-crops each image to the aspect ratio of `size` before resizing; it does nothing
+    when `size` is None.
+
     Usage:
-        run = ImageRun(paths, size=64, batch_size=8)
-        for batch in run:   # batch.images float32 (n, size, size, 3), batch.paths
+        run = ImageRun(paths, size=(64, 64), batch_size=8, crop=False)
+        for batch in run:   # batch.images float32 (n, h, w, 3), batch.paths
             ...
         print(run.summary())   # "12 images, 1 skipped: bad.jpg (cannot read image ...)"
     """
 
-    def __init__(self, paths, size, batch_size):
-        self.paths, self.size, self.batch_size = list(paths), size, batch_size
+    def __init__(self, paths, size, batch_size, crop=False):
+        self.paths, self.size, self.batch_size, self.crop = list(paths), size, batch_size, crop
         self.done, self.skipped = 0, []
 
     def __iter__(self):
         from lib.dataflow.images import iter_batches
 
         bar = progress(len(self.paths))
-        for batch in iter_batches(self.paths, self.batch_size, size=self.size):
+        crop = bool(self.crop) and self.size is not None
+        for batch in iter_batches(self.paths, self.batch_size, size=self.size, crop=crop):
             self.skipped.extend(batch.skipped)
             if len(batch.paths):
                 yield batch

@@ -384,3 +384,88 @@ def test_check_images_returns_float32_4d_or_input_error(array):
         return
     assert checked.dtype == np.float32 and checked.ndim == 4 and np.isfinite(checked).all()
     np.testing.assert_array_equal(checked.reshape(array.shape), array.astype(np.float32))
+
+
+def test_pictures_pass_through_load_and_iter_batches_with_their_names(tmp_path):
+    import os
+    from pathlib import Path
+
+    from lib.dataflow.images import Picture
+
+    a, b = RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8), RNG.random((6, 5, 3)) * 255
+    pictures = [Picture("grid_a.png", lambda: a), Picture("b.jpg", lambda: b)]
+    file = _save(tmp_path / "c.png", RGB)
+    batches = list(iter_batches([pictures[0], file, pictures[1]], 2))
+    assert [batch.paths for batch in batches] == [[pictures[0], str(file)], [pictures[1]]]
+    assert batches[0].paths[0] is pictures[0]  # kept as given, not turned into a path
+    np.testing.assert_array_equal(batches[0].images[0], a)
+    np.testing.assert_allclose(batches[1].images[0], b.astype(np.float32))
+    assert [Path(p).stem for p in pictures] == ["grid_a", "b"] and Path(pictures[1]).name == "b.jpg"
+    assert os.fspath(pictures[0]) == "grid_a.png" and not os.path.exists("grid_a.png")
+    assert load_images(pictures[0], size=3).paths == [pictures[0]]  # one Picture, not a folder
+    same = Picture("x.png", read_image, ("x.png",))
+    assert same == Picture("x.png", read_image, ("x.png",)) and len({same, same}) == 1
+
+
+def test_bad_pictures_are_refused_or_skipped_by_name():
+    import os
+
+    from lib.dataflow.images import Picture
+
+    for name in ("", "a/b.png", 3):
+        with pytest.raises(InputError, match="Picture name"):
+            Picture(name, lambda: RGB)
+    with pytest.raises(InputError, match="unhashable args"):
+        Picture("a.png", np.copy, ([1, 2],))
+    flat = Picture("flat.png", lambda: RGB[..., 0])
+    with pytest.warns(UserWarning, match=r"skipped: picture 'flat.png' loaded shape \(6, 5\)"):
+        result = load_images([flat, Picture("ok.png", lambda: RGB)])
+    assert [os.fspath(p) for p, _ in result.skipped] == ["flat.png"] and len(result.paths) == 1
+
+
+def test_centre_crop_keeps_the_centre_at_the_target_aspect(tmp_path):
+    from lib.dataflow.images import centre_crop
+
+    image = np.zeros((20, 60, 3), np.uint8)
+    image[:, 20:40] = (0, 200, 0)  # the centre square is green, the sides black
+    path = _save(tmp_path / "wide.png", image)
+    cropped = load_images([path], size=(10, 10), crop=True).images[0]
+    assert (cropped == (0, 200, 0)).all()
+    assert load_images([path], size=(10, 10)).images[0].min() == 0  # squashed: the sides are still there
+    assert load_images([path], size=(10, 30), crop=True).images.shape == (1, 10, 30, 3)
+    tall = np.arange(7 * 3).reshape(7, 3)
+    assert np.shares_memory(centre_crop(tall, 1.0), tall)
+    np.testing.assert_array_equal(centre_crop(tall, 1.0), tall[2:5])  # odd margin: extra row at the bottom
+    np.testing.assert_array_equal(centre_crop(tall, 3.0), tall[3:4])
+    assert centre_crop(tall, 100.0).shape == (1, 3) and centre_crop(tall, 0.01).shape == (7, 1)
+    for aspect in (0, -1.0, float("inf"), float("nan"), True, "1"):
+        with pytest.raises(InputError, match="aspect="):
+            centre_crop(tall, aspect)
+
+
+def test_crop_needs_a_size():
+    with pytest.raises(InputError, match=r"crop=True needs size=\(height, width\)"):
+        load_images([], shortest_side=4, crop=True)
+    with pytest.raises(InputError, match=r"crop=True needs size"):
+        iter_batches([], 2, crop=True)
+    with pytest.raises(InputError, match="crop='yes' is invalid"):
+        iter_batches([], 2, size=4, crop="yes")
+
+
+def test_iter_batches_without_size_never_mixes_sizes(tmp_path):
+    shapes = [(6, 5), (6, 5), (4, 5), (6, 5), (4, 5), (4, 5), (4, 4)]
+    paths = [_save(tmp_path / f"{i}.png", RGB[:h, :w]) for i, (h, w) in enumerate(shapes)]
+    paths.insert(1, tmp_path / "gone.png")
+    with pytest.warns(UserWarning, match="gone.png"):
+        batches = list(iter_batches(paths, 4))
+    assert [batch.images.shape[:3] for batch in batches] == [
+        (2, 6, 5),  # files 0-3: cut where the size changes
+        (1, 4, 5),
+        (1, 6, 5),  # files 4-7
+        (2, 4, 5),
+        (1, 4, 4),
+    ]
+    assert [p for batch in batches for p in batch.paths] == [str(p) for p in paths if p.exists()]
+    assert [len(batch.skipped) for batch in batches] == [1, 0, 0, 0, 0]
+    with pytest.raises(InputError, match="differ in size"):
+        load_images([paths[0], paths[3]])  # one array cannot hold both sizes

@@ -1,9 +1,12 @@
-"""Data for the library: the generated shapes dataset (`shapes`) and image file I/O (`images`)."""
+"""Data for the library: the generated shapes dataset (`shapes`), image file I/O (`images`), and real
+photographs from installed packages with grids of them (`photos`)."""
 
 from lib.dataflow.images import (
     IMAGE_EXTENSIONS,
     MAX_PIXELS,
     LoadResult,
+    Picture,
+    centre_crop,
     check_images,
     class_folders,
     iter_batches,
@@ -19,6 +22,8 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
     "LoadResult",
+    "Picture",
+    "centre_crop",
     "check_images",
     "class_folders",
     "generate",

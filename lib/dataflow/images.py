@@ -11,6 +11,7 @@ Usage:
 """
 
 import dataclasses
+import itertools
 import os
 import re
 import warnings
@@ -34,13 +35,59 @@ class LoadResult:
 
     Attributes:
         images: float32 (N, H, W, 3) in 0-255.
-        paths: the N paths of `images`, in order.
+        paths: the N paths (str, or the `Picture`s as given) of `images`, in order.
         skipped: `(path, reason)` for each file that could not be read.
     """
 
     images: np.ndarray
     paths: list
     skipped: list
+
+
+@dataclasses.dataclass(frozen=True)
+class Picture:
+    """An image made in memory, with a display name that stands in for a file path.
+
+    `load_images` and `iter_batches` take Pictures among paths, load them with `loader(*args)` (never
+    from the file system) and keep them as they are in `LoadResult.paths`. A Picture is path-like:
+    `os.fspath`, `Path(picture).stem` and `.name` give its name, as scripts name their figures with them.
+
+    Attributes:
+        name: display name without folders, with an extension, e.g. "chelsea.png".
+        loader: callable returning the image: (H, W, 3) integers or floats in 0-255.
+        args: hashable arguments of `loader`, so that Pictures can key dicts and compare by value.
+    """
+
+    name: str
+    loader: object = dataclasses.field(repr=False)
+    args: tuple = ()
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name or os.path.basename(self.name) != self.name:
+            raise InputError(f"Picture name {self.name!r} is invalid; pass a file name such as 'grid.png'")
+        if not callable(self.loader) or not isinstance(self.args, tuple):
+            raise InputError(f"Picture '{self.name}' needs a callable loader and a tuple of args")
+        try:
+            hash(self.args)
+        except TypeError:
+            raise InputError(f"Picture '{self.name}' has unhashable args; pass tuples, not lists") from None
+
+    def __fspath__(self):
+        return self.name
+
+    def load(self):
+        """The image, checked: (H, W, 3) of a numeric dtype, finite.
+
+        Raises:
+            InputError: the loader returned something else.
+        """
+        image = np.asarray(self.loader(*self.args))
+        if image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
+            raise InputError(
+                f"picture '{self.name}' loaded shape {image.shape}; its loader must give (H, W, 3)"
+            )
+        _as_pixels(image, f"the pixels of picture '{self.name}'")
+        return image
 
 
 def read_image(path):
@@ -245,6 +292,35 @@ def resize(image, size=None, shortest_side=None):
     return np.stack(channels, axis=-1)
 
 
+def centre_crop(image, aspect):
+    """The largest centred window of `image` whose width / height is `aspect` (within a pixel).
+
+    Args:
+        image: (H, W, ...) array.
+        aspect: width / height of the window, a positive number (1 for a square).
+
+    Returns:
+        a view of `image`, (h, w, ...) with h == H or w == W; odd margins leave the extra pixel on the
+        bottom or right.
+
+    Raises:
+        InputError: for an aspect that is not a positive finite number, or an image with an empty side.
+    """
+    if isinstance(aspect, bool) or not isinstance(aspect, (int, float, np.number)) or not 0 < aspect < np.inf:
+        raise InputError(f"aspect={aspect!r} is invalid; pass width / height, a positive number")
+    image = np.asarray(image)
+    height, width = image.shape[:2]
+    if not (height and width):
+        raise InputError(f"image has shape {image.shape}; pass a non-empty (H, W, C) image")
+    if width / height > aspect:
+        kept = min(width, max(1, round(height * aspect)))
+        left = (width - kept) // 2
+        return image[:, left : left + kept]
+    kept = min(height, max(1, round(width / aspect)))
+    top = (height - kept) // 2
+    return image[top : top + kept]
+
+
 def _is_image_name(name):
     # Hidden files include macOS "._x.jpg" metadata, which carry an image extension but no image.
     return not name.startswith(".") and name.rpartition(".")[2].lower() in IMAGE_EXTENSIONS
@@ -329,45 +405,69 @@ def class_folders(root):
 
 
 def _path_list(paths):
+    if isinstance(paths, Picture):
+        return [paths]
     if isinstance(paths, (str, os.PathLike)):
         return list_images(paths)
-    paths = [os.fspath(path) for path in paths]
+    paths = [path if isinstance(path, Picture) else os.fspath(path) for path in paths]
     if not paths:
         raise InputError("no image paths given; pass a non-empty list of files, or a folder")
     return paths
 
 
-def _load(paths, target):
-    """Read and resize `paths`; each unreadable file is warned about and skipped."""
+def _check_crop(crop, target):
+    if not isinstance(crop, (bool, np.bool_)):
+        raise InputError(f"crop={crop!r} is invalid; pass True or False")
+    if crop and (target is None or target[0] != "size"):
+        raise InputError(
+            "crop=True needs size=(height, width), the shape to crop to; pass size, or crop=False"
+        )
+    return bool(crop)
+
+
+def _load(paths, target, crop=False):
+    """Read (Pictures: load), crop and resize `paths`: (images, kept paths, skipped).
+
+    Each unreadable file is warned about and skipped.
+    """
     images, kept, skipped = [], [], []
     for path in paths:
         try:
-            image = read_image(path)
+            image = path.load() if isinstance(path, Picture) else read_image(path)
         except (InputError, MissingFileError) as err:
             warnings.warn(f"skipped: {err}", stacklevel=3)
             skipped.append((path, str(err)))
             continue
         height, width = _target_shape(image.shape[:2], target)
+        if crop:
+            image = centre_crop(image, width / height)
         images.append(resize(image, size=(height, width)))
         kept.append(path)
+    return images, kept, skipped
+
+
+def _stack(images, kept, skipped):
+    """One LoadResult of `images`, which must agree in size."""
     for image, path in zip(images, kept, strict=True):
         if image.shape != images[0].shape:
             (h0, w0), (h, w) = images[0].shape[:2], image.shape[:2]
             raise InputError(
-                f"images differ in size: '{kept[0]}' is {h0}x{w0}, '{path}' is {h}x{w} (height x width); "
-                "pass size=(height, width) to resize them all"
+                f"images differ in size: '{os.fspath(kept[0])}' is {h0}x{w0}, '{os.fspath(path)}' is {h}x{w} "
+                "(height x width); pass size=(height, width) to resize them all"
             )
     stacked = np.stack(images) if images else np.zeros((0, 0, 0, 3), np.float32)
     return LoadResult(stacked, kept, skipped)
 
 
-def load_images(paths, size=None, shortest_side=None):
+def load_images(paths, size=None, shortest_side=None, crop=False):
     """Read image files into one batch, skipping (with a warning) those that cannot be read.
 
     Args:
-        paths: list of image paths, or one file or folder (listed with `list_images`).
+        paths: list of image paths and `Picture`s, or one file or folder (listed with `list_images`).
         size: int or `(height, width)`: resize every image to this size.
         shortest_side: int: resize keeping the aspect ratio (the images must then still agree in size).
+        crop: with `size`, first cut each image to the largest centred window of the target's aspect
+            ratio (`centre_crop`), so that it is not squashed.
 
     Returns:
         LoadResult with float32 (N, H, W, 3) `images` in 0-255, their `paths`, and the `skipped` files.
@@ -377,36 +477,49 @@ def load_images(paths, size=None, shortest_side=None):
         MissingFileError: if `paths` is a single path that does not exist.
     """
     target = _check_resize_args(size, shortest_side)
+    crop = _check_crop(crop, target)
     paths = _path_list(paths)
-    result = _load(paths, target)
+    result = _stack(*_load(paths, target, crop))
     if not result.paths:
         raise InputError(f"none of the {len(paths)} images could be read; first: {result.skipped[0][1]}")
     return result
 
 
-def iter_batches(paths, batch_size, size=None, shortest_side=None):
+def iter_batches(paths, batch_size, size=None, shortest_side=None, crop=False):
     """Lazily read image files a batch at a time, for folders too large to hold in memory.
 
     Arguments are checked at the call, files are read as the batches are consumed. Unreadable files are
     skipped with a warning, as in `load_images`; a batch in which no file could be read is not yielded.
+    A batch never mixes image sizes: where the size changes within `batch_size` files (images of their
+    own size, for models that take any), the batch is cut there and the rest comes as the next one.
 
     Args:
-        paths: list of image paths, or one file or folder.
+        paths: list of image paths and `Picture`s, or one file or folder.
         batch_size: number of files per batch.
         size: int or `(height, width)`, as in `load_images`.
         shortest_side: int, as in `load_images`.
+        crop: bool, as in `load_images`.
 
     Returns:
-        generator of LoadResult, one per batch of `batch_size` files (the last may be smaller).
+        generator of LoadResult, one per batch of `batch_size` files (the last may be smaller), or
+        several where sizes change. Each skipped file is listed in the `skipped` of the batch it was in,
+        or of the next batch yielded; files skipped after the last batch are only warned about.
     """
     target = _check_resize_args(size, shortest_side)
+    crop = _check_crop(crop, target)
     batch_size = _positive_int("batch_size", batch_size)
     paths = _path_list(paths)
-    return _batches(paths, batch_size, target)
+    return _batches(paths, batch_size, target, crop)
 
 
-def _batches(paths, batch_size, target):
+def _batches(paths, batch_size, target, crop):
+    pending = []  # files skipped in batches that had no image, reported with the next batch
     for start in range(0, len(paths), batch_size):
-        result = _load(paths[start : start + batch_size], target)
-        if result.paths:
-            yield result
+        images, kept, skipped = _load(paths[start : start + batch_size], target, crop)
+        pending += skipped
+        if not images:
+            continue
+        cuts = [i for i in range(1, len(images)) if images[i].shape != images[i - 1].shape]
+        for first, stop in itertools.pairwise([0, *cuts, len(images)]):
+            yield _stack(images[first:stop], kept[first:stop], pending)
+            pending = []
