@@ -16,6 +16,7 @@ import numpy as np
 
 from lib.dataflow import photos
 from lib.errors import InputError
+from lib.methods.cam import CAM
 from lib.metrics import energy_in_mask, pointing_game
 
 
@@ -118,3 +119,69 @@ def grid_game(model, methods, chosen, num_grids=24, seed=0, batch_size=4, progre
             GridScore(label, energy_in_mask(values, masks, ids), pointing_game(values, masks, ids), ids.size)
         )
     return scores
+
+
+# (builder, cell side, Grad-CAM layers: the last spatial one first) of the networks the report scores
+NETWORKS = {
+    "efficientnet_lite0": (
+        "lib.nets.efficientnet:efficientnet_lite0",
+        224,
+        ("top_activation", "block6d_add"),
+    ),
+    "squeezenet": ("lib.nets.squeezenet:squeezenet", 227, ("fire9_concat", "fire8_concat")),
+}
+
+
+def _builder(path):
+    import importlib
+
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def network_methods(model, layers):
+    """Every class-map method on `model`: Grad-CAM at each layer, CAM, Guided Grad-CAM, guided backprop."""
+    from lib.methods.grad_cam import GradCAM, GuidedGradCAM
+    from lib.methods.guided_backprop import GuidedBackprop
+
+    methods = {f"Grad-CAM {layer}": GradCAM(model, layer) for layer in layers}
+    cam = CAM(model)
+    methods[f"CAM {cam.layer}"] = cam
+    methods[f"Guided Grad-CAM {layers[0]} (magnitude)"] = GuidedGradCAM(model, layers[0])
+    methods["guided backprop (magnitude)"] = GuidedBackprop(model)
+    return methods
+
+
+def report(num_grids=24, seed=0, networks=tuple(NETWORKS), progress=None):
+    """Markdown table of the grid pointing game of every class-map method on the ImageNet networks.
+
+    Each network scores its own most confident photos, on grids at full resolution (2 x its input size).
+
+    Returns:
+        (table, chosen): the markdown text, and `{network: [Chosen]}`.
+    """
+    from lib.nets.imagenet import class_names
+
+    names = class_names()
+    lines = [
+        "| network | method | mass in the right cell | peak in the right cell |",
+        "| --- | --- | --- | --- |",
+        "| - | uniform map (chance) | 25.0% | 25.0% |",
+    ]
+    chosen_of = {}
+    for network in networks:
+        path, cell, layers = NETWORKS[network]
+        build = _builder(path)
+        chosen = chosen_of[network] = confident_photos(build(weights="imagenet"), cell)
+        grid_model = build(weights="imagenet", input_shape=(2 * cell, 2 * cell, 3))
+        for score in grid_game(
+            grid_model, network_methods(grid_model, layers), chosen, num_grids, seed, progress=progress
+        ):
+            lines.append(f"| {network} | {score.method} | {score.mass_in_cell:.1%} | {score.pointing:.1%} |")
+    photos_used = "; ".join(
+        f"{network}: " + ", ".join(f"{c.name} ({names[c.class_id]} {c.probability:.2f})" for c in chosen)
+        for network, chosen in chosen_of.items()
+    )
+    return "\n".join(
+        lines
+    ) + f"\n\n{num_grids} grids of 4 cells per network; photos: {photos_used}.", chosen_of
