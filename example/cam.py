@@ -16,7 +16,7 @@ import lib  # noqa: F401  (quiet TensorFlow start-up, before keras)
 import numpy as np
 
 from lib import cli
-from lib.dataflow.images import class_folders, list_images, read_image
+from lib.dataflow.images import class_folders, read_image
 from lib.dataflow.shapes import write_image_folder
 from lib.errors import InputError, LayerError
 from lib.methods.cam import CAM
@@ -213,7 +213,7 @@ def explainer(subject):
 
 def predict(args, out, checkpoint):
     """CAM of each image for its top-k or the chosen classes; writes figures and cam.mat."""
-    paths = list_images(args.images)
+    paths = cli.image_sources(args.images)
     subject = subject_of(args, checkpoint)
     names = list(subject.class_names)
     chosen = cli.parse_class_id(args.class_id, names)
@@ -222,7 +222,7 @@ def predict(args, out, checkpoint):
             f"--top-k {args.top_k} exceeds the model's {len(names)} classes; pass at most {len(names)}"
         )
     cam = explainer(subject)
-    run = cli.ImageRun(paths, subject.image_size, args.batch_size)
+    run = cli.ImageRun(paths, subject.image_size, args.batch_size, crop=args.crop)
     kept, images, all_maps, all_ids, all_scores = [], [], [], [], []
     for batch in run:
         probabilities = cli.softmax(subject.model.predict_on_batch(batch.images))  # (n, classes)
@@ -288,7 +288,7 @@ def main(args):
         read_image(args.image)
     checkpoint = args.checkpoint
     if args.predict or not args.train:
-        list_images(args.images)
+        cli.image_sources(args.images)
     out = cli.prepare_output(args.out)
     if args.train:
         checkpoint = train(args, out)

@@ -20,7 +20,7 @@ import lib  # noqa: F401  (quiet TensorFlow start-up, before keras)
 import numpy as np
 
 from lib import cli, plot
-from lib.dataflow.images import list_images, load_images
+from lib.dataflow.images import load_images
 from lib.dataflow.shapes import CLASS_NAMES, generate
 from lib.errors import InputError
 from lib.methods.deconvnet import Deconvnet
@@ -156,12 +156,12 @@ def one_size(batches, origins):
         yield images
 
 
-def source_image(origin, size):
-    """The image (float (H, W, 3)) an origin entry stands for, read again (at `size`) if it is a file."""
+def source_image(origin, size, crop=False):
+    """The image (float (H, W, 3)) an origin entry stands for, read again as the run read it if a file."""
     source = origin[1]
     if isinstance(source, np.ndarray):
         return source.astype(np.float32)
-    return load_images([source], size=size).images[0]
+    return load_images([source], size=size, crop=crop and size is not None).images[0]
 
 
 def outline(image, box, colour=BOX_COLOUR):
@@ -268,7 +268,7 @@ def search(args, subject, deconvs, paths):
         print(
             f"[{deconv.layer}] top {args.k} of {'any channel' if args.id is None else f'channel {args.id}'}"
         )
-        run = cli.ImageRun(paths, subject.image_size, args.batch_size)
+        run = cli.ImageRun(paths, subject.image_size, args.batch_size, crop=args.crop)
         origins = []
         batches = one_size(search_batches(run, generated, args.batch_size, origins), origins)
         with warnings.catch_warnings():
@@ -276,7 +276,7 @@ def search(args, subject, deconvs, paths):
                 warnings.simplefilter("ignore")
             top = deconv.top_activations(batches, channel=args.id, k=args.k, batch_size=args.batch_size)
         chosen = [origins[i] for i in top.image_index]
-        sources = [source_image(origin, subject.image_size) for origin in chosen]
+        sources = [source_image(origin, subject.image_size, args.crop) for origin in chosen]
         names, masks = [origin[0] for origin in chosen], [origin[2] for origin in chosen]
         results.append(LayerResult(deconv, top, names, sources, masks, len(origins)))
     summary = run.summary() + (f", and {len(generated[0])} generated images" if args.generate else "")
@@ -321,7 +321,7 @@ def report_shares(layer, shares):
 def per_image(args, subject, deconvs, paths, out):
     """For each image and layer: the image, then its k strongest activations reconstructed full size."""
     suffix = "" if args.id is None else f"_{args.id}"
-    run = cli.ImageRun(paths, subject.image_size, args.batch_size)
+    run = cli.ImageRun(paths, subject.image_size, args.batch_size, crop=args.crop)
     written = []
     for batch in run:
         recs = [deconv(batch.images, channel=args.id, k=args.k) for deconv in deconvs]  # all checked first
@@ -356,7 +356,7 @@ def main(args):
         return 0
     check_args(args)
     cli.check_model_arg(args.model)
-    paths = list_images(args.images)
+    paths = cli.image_sources(args.images)
     out = cli.prepare_output(args.out)
     subject = cli.load_subject(args.model, args.weights)
     layers = args.layer or DEFAULT_LAYERS.get(args.model) or cli.default_layers(subject.model, 2)

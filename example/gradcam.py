@@ -16,7 +16,6 @@ import lib  # noqa: F401  (quiet TensorFlow start-up, before keras)
 import numpy as np
 
 from lib import cli, plot
-from lib.dataflow.images import list_images
 from lib.errors import InputError
 from lib.methods.grad_cam import GradCAM, GuidedGradCAM
 
@@ -99,14 +98,14 @@ def make_methods(model, layer):
 
 def explain_images(args):
     cli.check_model_arg(args.model)
-    paths = list_images(args.images)
+    paths = cli.image_sources(args.images)
     out = cli.prepare_output(args.out)
     subject = cli.load_subject(args.model, args.weights)
     gradcam, guided_gradcam = make_methods(subject.model, args.layer)
     class_ids = cli.parse_class_id(args.class_id, subject.class_names)  # bad ids fail before any work
     print(f"Grad-CAM of {subject.name} at layer {gradcam.layer}, {len(paths)} image(s) from {args.images}")
     stems = dict(zip(paths, cli.unique_stems(paths), strict=True))
-    run, overview = cli.ImageRun(paths, subject.image_size, args.batch_size), []
+    run, overview = cli.ImageRun(paths, subject.image_size, args.batch_size, crop=args.crop), []
     for batch in run:
         logits = np.asarray(subject.model(batch.images, training=False))  # (n, classes)
         ids = cli.chosen_classes(logits, class_ids, TOP_K)  # (n, K)

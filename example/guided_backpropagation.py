@@ -18,7 +18,6 @@ import numpy as np
 from scipy import stats
 
 from lib import cli, plot
-from lib.dataflow.images import list_images
 from lib.errors import InputError
 from lib.methods.grad_cam import GradCAM
 from lib.methods.guided_backprop import GuidedBackprop
@@ -92,7 +91,7 @@ def overview_figure(entries, title):
 def setup(args):
     """Image paths, output folder, model and checked class ids: everything that can fail early."""
     cli.check_model_arg(args.model)
-    paths = list_images(args.images)
+    paths = cli.image_sources(args.images)
     out = cli.prepare_output(args.out)
     subject = cli.load_subject(args.model, args.weights)
     class_ids = cli.parse_class_id(args.class_id, subject.class_names)  # bad ids fail before any work
@@ -104,7 +103,7 @@ def explain_images(args):
     method = GuidedBackprop(subject.model)
     print(f"guided backpropagation of {subject.name}, {len(paths)} image(s) from {args.images}")
     stems = dict(zip(paths, cli.unique_stems(paths), strict=True))
-    run, overview = cli.ImageRun(paths, subject.image_size, args.batch_size), []
+    run, overview = cli.ImageRun(paths, subject.image_size, args.batch_size, crop=args.crop), []
     for batch in run:
         logits = np.asarray(subject.model(batch.images, training=False))  # (n, classes)
         ids = cli.chosen_classes(logits, class_ids, 1)  # (n, K)
@@ -214,7 +213,8 @@ def sanity_check(args):
         methods = [(GuidedBackprop(net), GradCAM(net)) for net in nets]
     names = ["trained", *(label for label, _ in steps)]
     print(f"sanity check of {subject.name}: top layers randomised (seed {RANDOM_SEED}), {len(paths)} images")
-    run, rows, labels, correlations = cli.ImageRun(paths, subject.image_size, args.batch_size), [], [], []
+    run = cli.ImageRun(paths, subject.image_size, args.batch_size, crop=args.crop)
+    rows, labels, correlations = [], [], []
     for batch in run:
         logits = np.asarray(subject.model(batch.images, training=False))
         ids = cli.chosen_classes(logits, class_ids, 1)[:, :1]  # (n, 1): one class, the same for every net

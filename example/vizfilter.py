@@ -16,7 +16,6 @@ import lib  # noqa: F401  (quiet TensorFlow start-up, before keras)
 from matplotlib.figure import Figure
 
 from lib import cli, plot
-from lib.dataflow.images import list_images
 from lib.errors import InputError
 from lib.methods.filters import SELECTIONS, FeatureMaps, conv_layers, filter_tiles, layer_filters
 from lib.nets.layers import CaffePreprocess
@@ -130,7 +129,7 @@ def main(args):
     if args.num_maps < 1:
         raise InputError(f"--num-maps {args.num_maps}; pass at least 1")
     cli.check_model_arg(args.model)
-    paths = list_images(args.images)
+    paths = cli.image_sources(args.images)
     out = cli.prepare_output(args.out)
     subject = cli.load_subject(args.model, args.weights)
     layers = args.layer or DEFAULT_LAYERS.get(args.model) or cli.default_layers(subject.model, 3)
@@ -139,7 +138,7 @@ def main(args):
     fig, first = filter_figure(subject.model, subject.name)
     written = [plot.save_figure(fig, out / f"filters_{first}.png")]
     print(f"read {len(paths)} image(s) from {args.images}; feature maps of {', '.join(layers)}")
-    run = cli.ImageRun(paths, subject.image_size, args.batch_size)
+    run = cli.ImageRun(paths, subject.image_size, args.batch_size, crop=args.crop)
     for batch in run:
         titles = cli.top_labels(subject.model, batch.images, subject.class_names, k=2)
         for image, path, title in zip(batch.images, batch.paths, titles, strict=True):

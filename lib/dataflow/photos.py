@@ -153,11 +153,13 @@ PHOTOS = {
     ),
 }
 
-# Photos of four clearly different things per grid, for `--images grids`; to be tuned on ImageNet networks.
+# Grids for `--images grids`: photos that both ImageNet networks classify confidently (top-1 >= 0.5 as a
+# cell, `lib.grid_game.confident_photos`: coffee, camera, motorcycle for both; chelsea, clock for
+# EfficientNet-Lite0; coins, grace_hopper for SqueezeNet), four different things per grid.
 DEFAULT_GRIDS = (
-    ("coffee", "chelsea", "rocket", "grace_hopper"),
-    ("astronaut", "motorcycle", "book", "chelsea"),
-    ("motorcycle", "coffee", "grace_hopper", "rocket"),
+    ("coffee", "chelsea", "motorcycle", "camera"),
+    ("camera", "grace_hopper", "coins", "coffee"),
+    ("motorcycle", "clock", "coffee", "chelsea"),
 )
 GRID_CELL = 224  # cell side of `--images grids`: the input size of the ImageNet networks
 
