@@ -1,4 +1,4 @@
-"""Runs every example on the bundled models and samples: the project's main job.
+"""Runs every example on real photos (SqueezeNet, EfficientNet-Lite0), then on the bundled shapes models.
 
 Usage: python example/run_all.py [--figures]
 
@@ -18,8 +18,28 @@ sys.path.insert(0, str(ROOT))
 import lib  # noqa: F401  (quiet TensorFlow start-up)
 from lib import cli
 
-# (script module, its output folder under output/, its doc folder, extra arguments for the doc figures)
+PHOTOS = ["--images", "photos"]
+# (script module, its output folder under output/, its doc folder, extra arguments). The real ImageNet
+# networks on photographs come first, each in a subfolder named after the network; the bundled shapes
+# models follow, for what needs ground truth or training (CAM training, the pointing game).
 EXAMPLES = (
+    ("vizfilter", "vizfilter/squeezenet", "firstfilter/squeezenet", ["--model", "squeezenet", *PHOTOS]),
+    (
+        "gradcam",
+        "gradcam/efficientnet_lite0_grids",
+        "grad_cam/efficientnet_lite0_grids",
+        ["--model", "efficientnet_lite0", "--images", "grids", "--class-id", "espresso", "tripod"],
+    ),
+    ("gradcam", "gradcam/squeezenet", "grad_cam/squeezenet", ["--model", "squeezenet", *PHOTOS]),
+    ("cam", "cam/squeezenet", "cam/squeezenet", ["--model", "squeezenet", *PHOTOS]),
+    ("cam", "cam/efficientnet_lite0", "cam/efficientnet_lite0", ["--model", "efficientnet_lite0", *PHOTOS]),
+    (
+        "guided_backpropagation",
+        "guided_backpropagation/squeezenet",
+        "guided_backpropagation/squeezenet",
+        ["--model", "squeezenet", *PHOTOS],
+    ),
+    ("deconv", "deconv/squeezenet", "deconv/squeezenet", ["--model", "squeezenet", *PHOTOS]),
     ("vizfilter", "vizfilter", "firstfilter", []),
     ("gradcam", "gradcam", "grad_cam", []),
     ("cam", "cam", "cam", []),
@@ -44,7 +64,8 @@ def main(args):
     for script, output_name, doc_name, extra in EXAMPLES:
         if args.only and script not in args.only:
             continue
-        out = ROOT / "doc" / doc_name / "figs" if args.figures else ROOT / "output" / output_name
+        doc_folder, _, network = doc_name.partition("/")
+        out = ROOT / "doc" / doc_folder / "figs" / network if args.figures else ROOT / "output" / output_name
         argv = ["--out", str(out), *extra]
         print(f"\n== {script}.py {' '.join(extra)} -> {out.relative_to(ROOT)}", flush=True)
         module = importlib.import_module(script)

@@ -155,11 +155,12 @@ PHOTOS = {
 
 # Grids for `--images grids`: photos that both ImageNet networks classify confidently (top-1 >= 0.5 as a
 # cell, `lib.grid_game.confident_photos`: coffee, camera, motorcycle for both; chelsea, clock for
-# EfficientNet-Lite0; coins, grace_hopper for SqueezeNet), four different things per grid.
+# EfficientNet-Lite0; coins, grace_hopper for SqueezeNet), four different things per grid; each holds
+# coffee and camera, so that `--class-id espresso tripod` explains two objects in every grid.
 DEFAULT_GRIDS = (
     ("coffee", "chelsea", "motorcycle", "camera"),
     ("camera", "grace_hopper", "coins", "coffee"),
-    ("motorcycle", "clock", "coffee", "chelsea"),
+    ("motorcycle", "camera", "clock", "coffee"),
 )
 GRID_CELL = 224  # cell side of `--images grids`: the input size of the ImageNet networks
 
