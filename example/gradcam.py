@@ -45,6 +45,13 @@ def parse_args(argv=None):
         default=None,
         help="print the pointing-game table of both bundled models on N two-object images (no figures)",
     )
+    parser.add_argument(
+        "--grid-pointing-game",
+        type=int,
+        metavar="N",
+        default=None,
+        help="print the grid pointing game of both ImageNet networks on N 2x2 grids of photos (no figures)",
+    )
     return parser.parse_args(argv)
 
 
@@ -199,12 +206,25 @@ def pointing_game_table(num_images, batch_size):
     return "\n".join(lines)
 
 
+def grid_pointing_game_table(num_grids):
+    """The grid pointing game of every class-map method on SqueezeNet and EfficientNet-Lite0 (markdown)."""
+    from lib.grid_game import report
+
+    if num_grids < 1:
+        raise InputError(f"--grid-pointing-game {num_grids}; pass a number of grids >= 1")
+    print(f"grid pointing game on {num_grids} 2x2 grids of photos per network (lib.grid_game)")
+    return report(num_grids)[0]
+
+
 def main(args):
     if args.list_layers:
         print(cli.list_layers(cli.load_subject(args.model, args.weights).model))
         return 0
     if args.pointing_game is not None:
         print(pointing_game_table(args.pointing_game, args.batch_size))
+        return 0
+    if args.grid_pointing_game is not None:
+        print(grid_pointing_game_table(args.grid_pointing_game))
         return 0
     return explain_images(args)
 
