@@ -335,18 +335,33 @@ class ModelGraph:
             call: `call(step, args, kwargs) -> outputs`; default runs the layer in inference mode.
 
         Returns:
-            dict key -> tensor with every value computed, each checked for NaN and Inf: compiled,
-            TensorFlow fuses convolution, bias and ReLU into one kernel that turns NaN into 0, so an
-            overflow inside the network could otherwise end in a finite, meaningless map.
+            dict key -> tensor with every value computed; see `_finite_checked`.
         """
-        values = dict(values)
+        values, produced = dict(values), []
         for step in steps:
             args, kwargs = step.node.arguments.fill_in(
                 {i: values[k] for i, k in zip(step.arg_ids, step.in_keys, strict=True)}
             )
-            outs = call(step, args, kwargs) if call else call_op(step.op, args, kwargs)
-            values.update(zip(step.out_keys, map(checked, tree.flatten(outs)), strict=True))
+            outs = tree.flatten(call(step, args, kwargs) if call else call_op(step.op, args, kwargs))
+            values.update(zip(step.out_keys, outs, strict=True))
+            produced += [key for key, out in zip(step.out_keys, outs, strict=True) if out.dtype.is_floating]
+        return _finite_checked(values, produced)
+
+
+def _finite_checked(values, keys):
+    """`values` whose `keys` depend on one NaN/Inf check of the layer outputs they hold.
+
+    Compiled, TensorFlow fuses convolution, bias and ReLU into one kernel that turns NaN into 0, so an
+    overflow inside the network could end in a finite, meaningless map. The check is of each output's
+    sum: Inf or NaN anywhere, or values near float32's limit, make the largest sum non-finite. One
+    reduction per layer costs far less than a `check_numerics` scan of every output.
+    """
+    if not keys:
         return values
+    sums = [tf.cast(tf.reduce_sum(values[key]), tf.float32) for key in keys]
+    bound = checked(tf.reduce_max(tf.abs(tf.stack(sums))))
+    with tf.control_dependencies([bound]):
+        return {**values, **{key: tf.identity(values[key]) for key in keys}}
 
 
 def _label(layer):
