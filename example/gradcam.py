@@ -18,6 +18,7 @@ import numpy as np
 from lib import cli, plot
 from lib.errors import InputError
 from lib.methods.grad_cam import GradCAM, GuidedGradCAM
+from lib.metrics import as_class_maps
 
 TOP_K = 2  # default classes per image: two-object samples then show one map per object
 OVERVIEW_IMAGES = 12  # the overview figure shows the first images of a run, not a whole folder
@@ -150,13 +151,12 @@ def centre_maps(shape):
 
 
 def batched(method, images, ids, batch_size, label):
-    """A method's maps for all images, in batches, with progress; input-space maps (N, K, H, W, 3)
-    become their magnitude over the colour channels (N, K, H, W), so that every map has one peak."""
+    """A method's maps for all images, in batches, with progress, as `lib.metrics.as_class_maps`."""
     progress = cli.progress(len(images))
     maps = []
     for start in range(0, len(images), batch_size):
         out = method(images[start : start + batch_size], ids[start : start + batch_size])
-        maps.append(np.linalg.norm(out, axis=-1) if out.ndim == 5 else out)
+        maps.append(as_class_maps(out))
         progress.add(len(maps[-1]))
     print(f"  {label} done")
     return np.concatenate(maps)

@@ -20,19 +20,15 @@ from lib.errors import InputError, VizError
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = ROOT / "data" / "samples"
-FULL_SIZE_MODELS = ("vgg19", "googlenet")  # random weights unless --weights is given
-FULL_SIZE_INPUT = 224
-# The ImageNet networks by name: builder module, builder, input side, default weights. The builders are
-# imported only when chosen, so that a checkout without one of them still runs the others.
+# The ImageNet networks by name: builder module, builder, input side, default weights (None: random,
+# with a warning). The builders are imported only when chosen, which keeps a script's start-up short.
 IMAGENET_MODELS = {
-    "vgg19": ("lib.nets.vgg", "vgg19", FULL_SIZE_INPUT, None),
-    "googlenet": ("lib.nets.googlenet", "googlenet", FULL_SIZE_INPUT, None),
+    "vgg19": ("lib.nets.vgg", "vgg19", 224, None),
+    "googlenet": ("lib.nets.googlenet", "googlenet", 224, None),
     "squeezenet": ("lib.nets.squeezenet", "squeezenet", 227, "imagenet"),  # weights from packages
     "efficientnet_lite0": ("lib.nets.efficientnet", "efficientnet_lite0", 224, "imagenet"),
 }
 MODEL_FILE_SUFFIXES = (".keras", ".h5")
-# Modules that register our custom layers with Keras, imported before a model file is loaded.
-LAYER_MODULES = ("lib.nets.layers", "lib.nets.squeezenet", "lib.nets.efficientnet")
 
 
 @dataclasses.dataclass
@@ -218,20 +214,11 @@ def check_model_arg(value):
 
 
 def imagenet_builder(name):
-    """The builder function of an ImageNet model of `IMAGENET_MODELS`, imported now.
-
-    Raises:
-        InputError: its module (or a package it needs) is missing.
-    """
+    """The builder function of an ImageNet model of `IMAGENET_MODELS`, imported now."""
     import importlib
 
     module_name, builder, _, _ = IMAGENET_MODELS[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        missing = "is missing from this checkout" if err.name == module_name else f"needs {err.name!r}"
-        raise InputError(f"model '{name}' is not available: {module_name} {missing}") from None
-    return getattr(module, builder)
+    return getattr(importlib.import_module(module_name), builder)
 
 
 def imagenet_weights(name, weights):
@@ -249,21 +236,18 @@ def imagenet_weights(name, weights):
 def load_model_file(path):
     """A saved Keras model (.keras, .h5), loaded in safe mode: no Python code from the file runs.
 
-    The modules that register our custom layers are imported first, so that models saved from
+    `lib.nets.layers`, which registers our custom layers, is imported first, so that models saved from
     `lib.nets` load too.
 
     Raises:
         InputError: the file is missing or of another kind, Keras cannot load it, or it is not an
             image CNN (`check_image_cnn`).
     """
-    import importlib.util
-
     import keras
 
+    import lib.nets.layers  # noqa: F401  (registers CaffePreprocess and LocalResponseNorm)
+
     check_model_arg(str(path))
-    for module in LAYER_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as err:  # Keras's loaders raise ValueError, TypeError, OSError, KeyError, zip errors..
@@ -280,11 +264,13 @@ def _check_file_kind(path):
     """Refuses a .keras file that is not a zip archive and an .h5 file that is not HDF5, from their bytes."""
     import zipfile
 
+    from lib.nets.weights import HDF5_SIGNATURE
+
     with open(path, "rb") as file:
-        head = file.read(8)
+        head = file.read(len(HDF5_SIGNATURE))
     if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
         raise InputError(f"model file '{path}' is not a .keras (zip) archive; re-save the model")
-    if path.suffix.lower() == ".h5" and head != b"\x89HDF\r\n\x1a\n":
+    if path.suffix.lower() == ".h5" and head != HDF5_SIGNATURE:
         raise InputError(f"model file '{path}' is not an HDF5 file; re-save the model")
 
 

@@ -13,11 +13,17 @@ are scored by their magnitude over the colour channels.
 import dataclasses
 
 import numpy as np
+from scipy.special import softmax
 
 from lib.dataflow import photos
 from lib.errors import InputError
 from lib.methods.cam import CAM
-from lib.metrics import energy_in_mask, pointing_game
+from lib.methods.grad_cam import GradCAM, GuidedGradCAM
+from lib.methods.guided_backprop import GuidedBackprop
+from lib.metrics import as_class_maps, energy_in_mask, pointing_game
+from lib.nets.efficientnet import efficientnet_lite0
+from lib.nets.imagenet import class_names
+from lib.nets.squeezenet import squeezenet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,11 +45,6 @@ class GridScore:
     cells: int
 
 
-def _softmax(logits):
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
 def confident_photos(model, cell, count=6, min_probability=0.5, names=None):
     """The photos a model classifies most confidently, one per predicted class.
 
@@ -62,7 +63,7 @@ def confident_photos(model, cell, count=6, min_probability=0.5, names=None):
     """
     names = list(names or photos.names())
     images, _ = photos.load_grids([(name,) for name in names], cell=cell, cols=1)
-    probabilities = _softmax(np.asarray(model.predict(images, batch_size=8, verbose=0), np.float64))
+    probabilities = softmax(np.asarray(model.predict(images, batch_size=8, verbose=0), np.float64), axis=-1)
     ranked = sorted(zip(names, probabilities, strict=True), key=lambda item: -item[1].max())
     chosen, classes = [], set()
     for name, p in ranked:
@@ -74,12 +75,6 @@ def confident_photos(model, cell, count=6, min_probability=0.5, names=None):
     if len(chosen) < 4:
         raise InputError(f"only {len(chosen)} photos of distinct classes; a 2x2 grid needs 4")
     return chosen
-
-
-def _as_class_map(maps):
-    """(N, K, H, W) class maps as they are; (N, K, H, W, 3) input-space maps as their magnitude."""
-    maps = np.asarray(maps)
-    return np.linalg.norm(maps, axis=-1) if maps.ndim == 5 else maps
 
 
 def grid_game(model, methods, chosen, num_grids=24, seed=0, batch_size=4, progress=None):
@@ -109,7 +104,7 @@ def grid_game(model, methods, chosen, num_grids=24, seed=0, batch_size=4, progre
     for start in range(0, len(grids), batch_size):
         batch = slice(start, start + batch_size)
         for label, method in methods.items():
-            maps[label].append(_as_class_map(method(grids[batch], ids[batch])))
+            maps[label].append(as_class_maps(method(grids[batch], ids[batch])))
         if progress is not None:
             progress(min(start + batch_size, len(grids)))
     scores = []
@@ -123,27 +118,13 @@ def grid_game(model, methods, chosen, num_grids=24, seed=0, batch_size=4, progre
 
 # (builder, cell side, Grad-CAM layers: the last spatial one first) of the networks the report scores
 NETWORKS = {
-    "efficientnet_lite0": (
-        "lib.nets.efficientnet:efficientnet_lite0",
-        224,
-        ("top_activation", "block6d_add"),
-    ),
-    "squeezenet": ("lib.nets.squeezenet:squeezenet", 227, ("fire9_concat", "fire8_concat")),
+    "efficientnet_lite0": (efficientnet_lite0, 224, ("top_activation", "block6d_add")),
+    "squeezenet": (squeezenet, 227, ("fire9_concat", "fire8_concat")),
 }
-
-
-def _builder(path):
-    import importlib
-
-    module, name = path.split(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def network_methods(model, layers):
     """Every class-map method on `model`: Grad-CAM at each layer, CAM, Guided Grad-CAM, guided backprop."""
-    from lib.methods.grad_cam import GradCAM, GuidedGradCAM
-    from lib.methods.guided_backprop import GuidedBackprop
-
     methods = {f"Grad-CAM {layer}": GradCAM(model, layer) for layer in layers}
     cam = CAM(model)
     methods[f"CAM {cam.layer}"] = cam
@@ -160,8 +141,6 @@ def report(num_grids=24, seed=0, networks=tuple(NETWORKS), progress=None):
     Returns:
         (table, chosen): the markdown text, and `{network: [Chosen]}`.
     """
-    from lib.nets.imagenet import class_names
-
     names = class_names()
     lines = [
         "| network | method | mass in the right cell | peak in the right cell |",
@@ -170,8 +149,7 @@ def report(num_grids=24, seed=0, networks=tuple(NETWORKS), progress=None):
     ]
     chosen_of = {}
     for network in networks:
-        path, cell, layers = NETWORKS[network]
-        build = _builder(path)
+        build, cell, layers = NETWORKS[network]
         chosen = chosen_of[network] = confident_photos(build(weights="imagenet"), cell)
         grid_model = build(weights="imagenet", input_shape=(2 * cell, 2 * cell, 3))
         for score in grid_game(

@@ -12,6 +12,13 @@ from scipy import ndimage
 from lib.errors import InputError
 
 
+def as_class_maps(maps):
+    """(N, K, H, W) class maps as they are; (N, K, H, W, 3) input-space maps (guided backpropagation,
+    Guided Grad-CAM) as their magnitude over the colour channels, so that every map has one peak."""
+    maps = np.asarray(maps)
+    return np.linalg.norm(maps, axis=-1) if maps.ndim == 5 else maps
+
+
 def _check(maps, masks, class_ids):
     maps, masks, class_ids = np.asarray(maps), np.asarray(masks), np.asarray(class_ids)
     if maps.ndim != 4 or masks.shape != (maps.shape[0], *maps.shape[2:]):

@@ -16,7 +16,6 @@ Usage:
 """
 
 import dataclasses
-import importlib.util
 import math
 import os
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from lib.dataflow.images import Picture, _positive_int, centre_crop, read_image, resize
 from lib.errors import InputError, MissingFileError
+from lib.packages import is_installed, locate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,17 +185,14 @@ def photo_path(name):
     """
     photo = _photo(name)
     pip_name = _PIP_NAMES[photo.package]
-    spec = importlib.util.find_spec(photo.package)  # a top-level name: nothing is imported
-    if spec is None:
+    if not is_installed(photo.package):
         raise MissingFileError(
             f"photo '{name}' ships with the {pip_name} package, which is not installed; "
             f"pip install {pip_name}"
         )
-    roots = spec.submodule_search_locations or [os.path.dirname(spec.origin)]
-    for root in roots:
-        path = os.path.join(root, *photo.path.split("/"))
-        if os.path.isfile(path):
-            return path
+    path = locate(photo.package, photo.path)
+    if path is not None:
+        return path
     raise MissingFileError(
         f"photo '{name}' ({photo.path}) is missing from the installed {pip_name}; "
         f"reinstall it: pip install --force-reinstall {pip_name}"

