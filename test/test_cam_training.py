@@ -62,7 +62,7 @@ def test_the_default_feature_layer_is_the_last_spatial_layer_before_any_pooling(
     assert find_feature_layer(base, "conv1_1").name == "conv1_1"
     with pytest.raises(LayerError, match="conv1_1, pool1, conv2_1"):
         find_feature_layer(base, "conv9")
-    with pytest.raises(LayerError, match="'fc8' is not a spatial layer"):
+    with pytest.raises(LayerError, match="'fc8' has output shape .*no .N, h, w, C. axes"):
         find_feature_layer(bundled.build("shapes_vgg"), "fc8")
 
 

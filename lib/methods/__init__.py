@@ -1,20 +1,52 @@
 """Visualization methods, one module each, on any functional or Sequential Keras CNN.
 
-    from lib.methods.grad_cam import GradCAM, GuidedGradCAM
-    from lib.methods.cam import CAM
-    from lib.methods.guided_backprop import GuidedBackprop
-    from lib.methods.deconvnet import Deconvnet
+    from lib.methods import CAM, Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM
 
     GradCAM(model, layer=None)(images, class_ids=None)        # float32 (N, K, H, W) in [0, 1]
     GuidedGradCAM(model, layer=None)(images, class_ids=None)  # float32 (N, K, H, W, 3)
     CAM(model, layer=None)(images, class_ids=None)            # float32 (N, K, H, W) in [0, 1]
     GuidedBackprop(model)(images, class_ids=None)             # float32 (N, K, H, W, 3)
     Deconvnet(model, layer)(images, channel=None, k=9)        # deconvnet.Reconstructions
+    FeatureMaps(model, layer)(images, num_maps=16)            # (maps (N, h, w, M), channel ids)
+
+    result = GradCAM(model).explain(images)   # Explanation: maps, class_ids, scores, probabilities, layer
 
 Images are float32 (N, H, W, 3) as the model expects (RGB 0-255 for our builders). `class_ids` is
 None (top class), an int, K ints, N lists of K ints, or a callable (see `targets`). Scores are
-logits: a final softmax is skipped. Each object flattens the model once (`graph.ModelGraph`, nested
-models included), compiles its pass once per input shape, and never modifies the model; guided and
-deconvnet rules are applied while running the graph (`rules`). `base.activations_and_gradients` is
-the project's one `GradientTape`.
+logits: a final softmax (or log-softmax) is skipped. The function form `lib.methods.grad_cam.grad_cam`
+keeps its `GradCAM` with the model (the module name stays the module's).
+
+The design, from the bottom up:
+- `graph.ModelGraph` flattens the model once (nested models included) into steps it runs on real
+  tensors; `graph.ModelGraph.resolve` is the one way to find a layer. Private Keras API is reached
+  only through `keras_internals`.
+- `rules.Rules` changes the backward pass of the ReLUs while the graph runs (guided, deconvnet), so
+  the user's model is never modified.
+- `base.Explainer` compiles a method's pass once per input shape and kind of target, and owns the
+  one `GradientTape` (`base.activations_and_gradients`); `explain()` returns a `base.Explanation`.
+- `class_map.ClassMap` is the base of the class-map methods: a subclass overrides one hook, the
+  channel weights (Grad-CAM: the mean gradient) or the spatial weights.
 """
+
+from lib.methods.base import Explainer, Explanation
+from lib.methods.cam import CAM
+from lib.methods.class_map import ClassMap
+from lib.methods.deconvnet import Deconvnet
+from lib.methods.filters import FeatureMaps, feature_maps, filter_tiles, layer_filters
+from lib.methods.grad_cam import GradCAM, GuidedGradCAM
+from lib.methods.guided_backprop import GuidedBackprop
+
+__all__ = [
+    "CAM",
+    "ClassMap",
+    "Deconvnet",
+    "Explainer",
+    "Explanation",
+    "FeatureMaps",
+    "GradCAM",
+    "GuidedBackprop",
+    "GuidedGradCAM",
+    "feature_maps",
+    "filter_tiles",
+    "layer_filters",
+]

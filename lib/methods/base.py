@@ -1,23 +1,51 @@
-"""What every method shares: the flattened graph, the target layer, compiled passes built once, and
-the one `GradientTape` of the project.
+"""What every method shares: the flattened graph, the target layer, compiled passes built once, the
+one `GradientTape` of the project, and the `Explanation` a method returns.
 
-A method subclasses `Explainer`, runs parts of its `ModelGraph` under some `Rules`, and implements
-`_compute(x, targets)` with TensorFlow ops. `Explainer._call` checks the images and class ids, then
-runs `_compute` inside a `tf.function` made once per kind of target (top class, explicit ids, or a
-given callable). Calling again with the same shapes reuses the trace, so a loop over a thousand
-single images builds nothing new.
+A method subclasses `Explainer` (class-map methods subclass `class_map.ClassMap`), runs parts of its
+`ModelGraph` under some `Rules`, and implements `_compute(x, targets)` with TensorFlow ops, returning
+a dict of tensors: "maps" and what `targets.outcome` reports. `Explainer.explain` checks the images
+and class ids, then runs `_compute` inside a `tf.function` made once per kind of target (top class,
+explicit ids, or a given callable). Calling again with the same shapes reuses the trace, so a loop
+over a thousand single images builds nothing new.
 """
 
 import dataclasses
 import functools
+from collections.abc import Callable, Hashable
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from lib.errors import InputError, LayerError
+from lib.methods import keras_internals as internals
 from lib.methods.finite import NOT_FINITE, checked
 from lib.methods.graph import ModelGraph
 from lib.methods.targets import parse_class_ids
+
+
+@dataclasses.dataclass(frozen=True)
+class Explanation:
+    """What `explain()` returns: the maps, and what they explain, from the same forward pass.
+
+    Attributes:
+        maps: the method's maps, exactly what calling the method returns: float32 (N, K, H, W) in
+            [0, 1] for class-map methods, (N, K, H, W, 3) raw input-space values for the others.
+        class_ids: int32 (N, K), the classes explained (each image's top class for `class_ids=None`);
+            None when `class_ids` was a callable.
+        scores: float32 (N, K), the scores explained: the logits of those classes (before any
+            softmax), or the callable's values.
+        probabilities: float32 (N, K), the softmax of the logits at those classes; None for a callable.
+        layer: qualified name of the layer the maps are made at; None for methods without one.
+        grad_cam: float32 (N, K, H, W), the Grad-CAM maps Guided Grad-CAM multiplies by; None otherwise.
+    """
+
+    maps: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    layer: str | None = None
+    grad_cam: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -139,12 +167,32 @@ class Explainer:
         layer: qualified name of the layer the method uses (None if `needs_layer` is False).
     """
 
-    def __init__(self, model, layer=None, needs_layer=True):
+    def __init__(self, model: keras.Model, layer: str | keras.layers.Layer | None = None, needs_layer=True):
         self.model = model
         self.graph = ModelGraph(model)
         _check_weights(model)
-        self.layer_key, self.layer = self.graph.resolve(layer) if needs_layer else (None, None)
+        self.layer_key, self.layer = self._resolve(layer) if needs_layer else (None, None)
         self._functions = {}
+
+    def _resolve(self, layer):
+        """(key, qualified name) of the layer the method works at; `ModelGraph.resolve` by default."""
+        return self.graph.resolve(layer)
+
+    def explain(self, images, class_ids=None) -> Explanation:
+        """The maps of the images, with the classes, scores and probabilities they explain.
+
+        Args:
+            images: float32 (N, H, W, 3), as the model expects (RGB 0-255 for the `lib.nets` builders).
+            class_ids: None (each image's top class), an int, K ints, N lists of K ints, or a
+                callable; see `lib.methods.targets`.
+
+        Returns:
+            `Explanation`; its `maps` are what calling the method returns.
+
+        Raises:
+            InputError: for bad images or class ids, or a model that gives NaN or Inf.
+        """
+        return Explanation(layer=self.layer, **self._call(images, class_ids))
 
     @property
     def tracing_count(self):
@@ -155,7 +203,7 @@ class Explainer:
         raise NotImplementedError
 
     def _call(self, images, class_ids=None):
-        """Check images and class ids, run the compiled `_compute`, and return numpy arrays."""
+        """Check images and class ids, run the compiled `_compute`, and return its dict as numpy arrays."""
         x = self._images(images)
         ids = parse_class_ids(class_ids, x.shape[0], self._num_classes(class_ids))
         if isinstance(ids, np.ndarray):
@@ -169,7 +217,7 @@ class Explainer:
         a quarter of a millisecond per call on this kind of machine).
         """
         if kind not in self._functions:
-            self._functions[kind] = tf.function(functools.partial(_checked, self._traced(kind)))
+            self._functions[kind] = self._function(kind)
         try:
             out = self._functions[kind](*args)
         except tf.errors.InvalidArgumentError as err:
@@ -179,6 +227,10 @@ class Explainer:
         if out is None:  # raised out here, so a notebook shows our error without TensorFlow's
             raise _not_finite_error(args[0])
         return {name: t.numpy() for name, t in out.items()} if isinstance(out, dict) else out.numpy()
+
+    def _function(self, kind, input_signature=None):
+        """The compiled pass for `kind`: `_traced(kind)` with its inputs and results checked."""
+        return tf.function(functools.partial(_checked, self._traced(kind)), input_signature=input_signature)
 
     def _traced(self, kind):
         """The Python function to compile for `kind`; class-map methods take targets.
@@ -218,3 +270,15 @@ class Explainer:
 
 def _compute_for_kind(explainer, kind, x, *ids):
     return explainer._compute(x, ids[0] if kind == "ids" else kind)
+
+
+def cached(model: keras.Model, key: Hashable, make: Callable[[], object]):
+    """`make()` once per (model, key), for the function forms (`grad_cam`, `feature_maps`).
+
+    The objects are kept with the model (`keras_internals.cache_of`), so they are freed with it and
+    no model is kept alive by the cache.
+    """
+    store = internals.cache_of(model)
+    if key not in store:
+        store[key] = make()
+    return store[key]

@@ -5,8 +5,10 @@ Two heads make the logits a spatial mean, and CAM covers both:
   is the dense weights of c applied to the features, sum_k w[k, c] * A[:, :, k];
 - a 1x1 convolution to the classes (with or without a ReLU) and then global average pooling, the
   Network-in-Network head of SqueezeNet: the map of class c is channel c of that convolution.
-Grad-CAM at the same layer gives the same map up to the factor 1/(h*w), and both use the same
-post-processing, so after scaling they are identical.
+In both, the gradient of a class score w.r.t. the features is the same at every position (the dense
+weight over h*w), so CAM is Grad-CAM with that gradient read off the weights instead of
+back-propagated: it subclasses `ClassMap` with that one change, and after scaling the maps are
+identical.
 
     maps = CAM(model)(images, class_ids=None)     # (N, 1, H, W), each image's top class
 """
@@ -15,17 +17,16 @@ import keras
 import tensorflow as tf
 
 from lib.errors import InputError, LayerError
-from lib.methods.base import Explainer
+from lib.methods.class_map import ClassMap
 from lib.methods.graph import activation_name
-from lib.methods.maps import class_maps
 from lib.methods.rules import relu_kind
-from lib.methods.targets import scores
+from lib.methods.targets import outcome
 
 # Layers that may sit between pooling and the dense layer without changing the CAM weights.
 PASS_THROUGH = (keras.layers.Dropout, keras.layers.Flatten)
 
 
-class CAM(Explainer):
+class CAM(ClassMap):
     """Class activation maps of a global-average-pooling network, from one forward pass.
 
     Args:
@@ -38,30 +39,22 @@ class CAM(Explainer):
         LayerError: if the model lacks that structure (use `GradCAM`), or `layer` is another layer.
     """
 
-    def __init__(self, model, layer=None):
-        super().__init__(model, layer=None, needs_layer=False)
-        self.layer_key, self.layer, self._class_weights = self._find_structure(layer)
-        self._base, self._head = self.graph.split(self.layer_key)
-
-    def __call__(self, images, class_ids=None):
-        """Class maps for the images.
-
-        Args:
-            images: float32 (N, H, W, 3), as the model expects.
-            class_ids: None, int, K ints or N lists of K ints (not a callable: CAM needs classes).
-
-        Returns:
-            float32 (N, K, H, W) in [0, 1].
+    def explain(self, images, class_ids=None):
+        """See `Explainer.explain`; `class_ids` may not be a callable, since CAM needs classes.
 
         Raises:
             InputError: for bad images or class ids, or a callable class_ids.
         """
         if callable(class_ids):
             raise InputError("CAM explains classes, not a callable score; use GradCAM for that")
-        return self._call(images, class_ids)
+        return super().explain(images, class_ids)
 
-    def _find_structure(self, layer):
-        """(key, name, class weights (classes, C) or None for one-hot) of the layer CAM works at."""
+    def channel_weights(self, activations, gradients):
+        """The class's dense weights (or one-hot for a class convolution), per channel (N, K, C)."""
+        return gradients[:, :, 0, 0, :]
+
+    def _resolve(self, layer):
+        """(key, name) of the layer CAM works at; also keeps the class weights (classes, C) or None."""
         graph = self.graph
         top = graph.producer(graph.logits_key)
         pool = graph.producer(top.in_keys[0]) if isinstance(top.op, keras.layers.Dense) else top
@@ -84,18 +77,19 @@ class CAM(Explainer):
             raise LayerError(
                 f"CAM works at {name!r}, the layer feeding {pool.name!r}; use GradCAM for {layer!r}"
             )
-        return key, name, None if pool is top else top.op.kernel
+        self._class_weights = None if pool is top else top.op.kernel
+        return key, name
 
-    def _compute(self, x, targets):
-        values = self.graph.run(self._base, {self.graph.input_key: x})
-        values = self.graph.run(self._head, values)
-        _, ids = scores(values[self.graph.logits_key], targets)  # (N, K) class ids
-        activations = values[self.layer_key]  # (N, h, w, C)
+    def _activations_and_gradients(self, x, targets):
+        """A, its "gradients" (N, K, 1, 1, C): the class weights, the same at every position, and fields."""
+        activations, values = self._run_base(x)
+        _, fields = outcome(self._logits(values), targets)
+        ids = fields["class_ids"]  # (N, K)
         if self._class_weights is None:  # channel c is the map of class c
             weights = tf.one_hot(ids, activations.shape[-1], dtype=activations.dtype)  # (N, K, C)
         else:
             weights = tf.gather(tf.transpose(tf.convert_to_tensor(self._class_weights)), ids)  # (N, K, C)
-        return class_maps(activations, weights, x.shape[1:3])
+        return activations, weights[:, :, None, None, :], fields
 
 
 def _is_class_convolution(graph, key, num_classes):

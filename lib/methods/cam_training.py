@@ -23,6 +23,7 @@ import numpy as np
 from lib.dataflow.images import class_folders, iter_batches, read_image, resize
 from lib.errors import InputError, LayerError, MissingFileError
 from lib.methods.cam import CAM
+from lib.methods.graph import ModelGraph
 from lib.plot import atomic_path, save_text
 
 CHECKPOINT = "checkpoint.json"
@@ -68,21 +69,28 @@ def cam_model(base, num_classes, feature_layer=None, conv_width=1024, train_base
 def find_feature_layer(base, name=None):
     """The layer of `base` that `cam_model` builds on: `name`, or the last spatial non-pooling layer.
 
+    Found as every method finds layers (`ModelGraph.resolve`), so a layer inside a nested model is
+    found too; `cam_model` then asks for that nested model as the base.
+
     Raises:
         LayerError: `name` is unknown or not spatial, or `base` has no spatial layer.
     """
-    spatial = [layer for layer in base.layers if len(getattr(layer, "output", ()).shape or ()) == 4]
+    graph = ModelGraph(base)
     if name is None:
-        convs = [layer for layer in spatial[1:] if not isinstance(layer, _POOLING)]
+        spatial = set(graph.spatial_names())
+        convs = [s for s in graph.steps if s.name in spatial and not isinstance(s.op, _POOLING)]
         if not convs:
             raise LayerError(f"model {base.name!r} has no spatial layer to build a CAM head on")
-        return convs[-1]
-    names = [layer.name for layer in spatial[1:]]
-    if name not in names:
+        step = convs[-1]
+    else:
+        step = graph.producer(graph.resolve(name)[0])
+    if "/" in step.name:
+        nested = step.name.rsplit("/", 1)[0]
         raise LayerError(
-            f"feature_layer {name!r} is not a spatial layer of {base.name!r}; pick one of {', '.join(names)}"
+            f"layer {step.name!r} is inside the nested model {nested!r}; cam_model builds on a layer of "
+            f"the base's own graph, so pass base.get_layer({nested.split('/')[0]!r}) as the base"
         )
-    return base.get_layer(name)
+    return step.op
 
 
 @dataclasses.dataclass

@@ -11,81 +11,25 @@ layer for one image as a grid of gray maps. Neither needs gradients.
 Layers are found by name or object, also inside models nested in the model.
 """
 
-import weakref
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from lib.errors import InputError, LayerError
-from lib.methods.graph import check_model, functional_graph
+from lib.errors import InputError
+from lib.methods.base import Explainer, cached
+from lib.methods.graph import ModelGraph
 
 SELECTIONS = ("random", "strongest", "all")
 SCALES = ("tile", "joint")
 
 
-def _walk(model):
-    """Every layer of `model`, depth first, entering nested models."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _walk(layer)
+def conv_layers(model: keras.Model) -> list:
+    """The `Conv2D` layers of `model` (nested models included), in graph order, each once."""
+    layers = [step.op for step in ModelGraph(model).steps if isinstance(step.op, keras.layers.Conv2D)]
+    return list({id(layer): layer for layer in layers}.values())
 
 
-def _names(layers, limit=12):
-    """'a, b, c .. y, z (40 more)': a readable list for one-line error messages."""
-    names = [layer.name for layer in layers]
-    if len(names) <= limit:
-        return ", ".join(names) or "(none)"
-    half = limit // 2
-    return f"{', '.join(names[:half])} .. {', '.join(names[-half:])} ({len(names) - limit} more)"
-
-
-def _output_rank(layer):
-    """Rank of the layer's symbolic output, or None (never called, shared, several outputs)."""
-    try:
-        output = layer.output
-    except (AttributeError, ValueError):
-        return None
-    return len(output.shape) if isinstance(output, keras.KerasTensor) else None
-
-
-def conv_layers(model):
-    """The `Conv2D` layers of `model` (nested models included), in graph order."""
-    return [layer for layer in _walk(model) if isinstance(layer, keras.layers.Conv2D)]
-
-
-def spatial_layers(model):
-    """The layers of `model` with a `(N, h, w, C)` output (nested models included), inputs excepted."""
-    return [
-        layer
-        for layer in _walk(model)
-        if not isinstance(layer, keras.layers.InputLayer) and _output_rank(layer) == 4
-    ]
-
-
-def find_layer(model, layer, candidates):
-    """Resolves `layer` (a name or a layer object) in `model`, nested models included.
-
-    Args:
-        model: a Keras model.
-        layer: a layer name, or a layer object that belongs to `model`.
-        candidates: the layers that would be valid, named in the error message.
-
-    Returns:
-        The layer object.
-
-    Raises:
-        LayerError: no such layer in `model`.
-    """
-    for found in _walk(model):
-        if found is layer or found.name == layer:
-            return found
-    shown = layer if isinstance(layer, str) else getattr(layer, "name", layer)
-    raise LayerError(f"model '{model.name}' has no layer {shown!r}; pick one of {_names(candidates)}")
-
-
-def layer_filters(model, layer):
+def layer_filters(model: keras.Model, layer) -> np.ndarray:
     """The kernel of a `Conv2D` layer, one filter per row.
 
     Args:
@@ -100,13 +44,7 @@ def layer_filters(model, layer):
         InputError: `model` is not a `keras.Model`.
         LayerError: the layer does not exist or is not a `Conv2D` layer; the message lists those that are.
     """
-    check_model(model)
-    convs = conv_layers(model)
-    found = find_layer(model, layer, convs)
-    if not isinstance(found, keras.layers.Conv2D):
-        raise LayerError(
-            f"layer '{found.name}' is a {type(found).__name__}, not a Conv2D; pick one of {_names(convs)}"
-        )
+    found = ModelGraph(model).find(layer, kind=keras.layers.Conv2D).op
     kernel = keras.ops.convert_to_numpy(found.kernel)  # (kh, kw, in, out)
     return np.ascontiguousarray(kernel.transpose(3, 0, 1, 2), dtype=np.float32)
 
@@ -161,72 +99,19 @@ def filter_tiles(weights, scale="tile", channels=None, input_order="rgb"):
     return _minmax(tiles, (2, 3) if scale == "tile" else None)
 
 
-def _one(tensors):
-    return tensors[0] if len(tensors) == 1 else list(tensors)
+class FeatureMaps(Explainer):
+    """The activations of one layer, from the graph runner and one compiled forward pass.
 
-
-def _probe_chain(graph, layer):
-    """Probe models that, run one after the other, map `graph`'s input to `layer`'s output.
-
-    A layer called directly in `graph` needs one probe, `Model(graph.inputs, its output)`. A layer
-    inside a nested model needs one probe up to the nested model's input, then the chain inside it:
-    Keras 3 keeps nested layers in the nested model's own graph, and calling a sub-probe on the outer
-    tensors instead would add nodes to the user's layers. Building a `Model` on existing tensors adds none.
-    """
-    inputs = _one(_graph_inputs(graph))
-    node = _node_in(graph, layer)
-    if node is not None:
-        return [keras.Model(inputs, node.output_tensors[0], name=f"probe_{layer.name}")]
-    for sub in graph.layers:
-        if isinstance(sub, keras.Model) and any(inner is layer for inner in _walk(sub)):
-            call = _node_in(graph, sub)
-            if call is None:
-                break
-            to_sub = keras.Model(inputs, _one(call.input_tensors), name=f"probe_to_{sub.name}")
-            return [to_sub, *_probe_chain(sub, layer)]
-    raise LayerError(f"layer '{layer.name}' is not part of model '{graph.name}'; pass a layer of that model")
-
-
-def _graph_nodes(model):
-    graph = model._functional if isinstance(model, keras.Sequential) else model
-    if not hasattr(graph, "_nodes_by_depth"):
-        raise LayerError(
-            f"model '{model.name}' has no layer graph (subclassed, or a Sequential without an input shape); "
-            "build it from keras.Input(...)"
-        )
-    return {node for nodes in graph._nodes_by_depth.values() for node in nodes}
-
-
-def _graph_inputs(model):
-    try:
-        return model.inputs
-    except AttributeError as err:
-        raise LayerError(f"model '{model.name}' has no inputs yet; build it from keras.Input(...)") from err
-
-
-def _node_in(graph, layer):
-    """The one call of `layer` inside `graph`, or None if `layer` is not called there directly."""
-    nodes = _graph_nodes(graph)
-    calls = [node for node in layer._inbound_nodes if node in nodes]
-    if len(calls) > 1:
-        raise LayerError(
-            f"layer '{layer.name}' is called {len(calls)} times in '{graph.name}', so its output is "
-            "ambiguous; pick a layer that is called once"
-        )
-    if calls and len(calls[0].output_tensors) != 1:
-        raise LayerError(f"layer '{layer.name}' has several outputs; pick a layer with one output")
-    return calls[0] if calls else None
-
-
-class FeatureMaps:
-    """The activations of one layer, from probe models built once and a compiled forward pass.
-
-    The user's model is not changed: the probes are `keras.Model`s over tensors of its graph
-    (`Model(model.inputs, layer output)`), which adds no nodes to its layers.
+    The user's model is not changed, and layers inside nested models are found as for every method
+    (`ModelGraph.resolve`).
 
     Args:
         model: a functional or Sequential Keras model with one input.
         layer: name or object of a layer with a spatial output `(N, h, w, C)`, nested models included.
+
+    Attributes:
+        layer: qualified name of the layer ("inner/conv1" inside a nested model).
+        num_channels: C.
 
     Raises:
         InputError: `model` is not a `keras.Model`.
@@ -234,40 +119,24 @@ class FeatureMaps:
             or the model has no functional graph (subclassed).
     """
 
-    def __init__(self, model, layer):
-        functional_graph(model)  # a clear error for anything but a functional or built Sequential model
-        inputs = _graph_inputs(model)
-        if len(inputs) != 1:
-            raise LayerError(
-                f"model '{model.name}' has {len(inputs)} inputs; feature maps need one image input"
-            )
-        spatial = spatial_layers(model)
-        self.layer = find_layer(model, layer, spatial)
-        if not any(self.layer is s for s in spatial):
-            raise LayerError(
-                f"layer '{self.layer.name}' has no spatial output; pick one of {_names(spatial)}"
-            )
-        self.probes = _probe_chain(model, self.layer)  # one Model, or one per level of model nesting
-        self.input_shape = tuple(inputs[0].shape)  # (None, H, W, C), H and W may be None
-        self.input_dtype = inputs[0].dtype
-        self.num_channels = self.probes[-1].output.shape[-1]
-        spec = tf.TensorSpec((None, *self.input_shape[1:]), self.input_dtype)
-        self._forward = tf.function(self._run, input_signature=[spec])  # traced once, any batch size
+    def __init__(self, model: keras.Model, layer):
+        super().__init__(model, layer)
+        self._steps = self.graph.ancestors(self.graph.steps, self.layer_key)
+        self.num_channels = self.graph.shape_of(self.layer_key)[-1]
 
-    def _run(self, images):
-        x = images
-        for probe in self.probes:
-            x = probe(x, training=False)
-        return x
-
-    def activations(self, images, batch_size=32):
+    def activations(self, images, batch_size=32) -> np.ndarray:
         """Every channel: float32 `(N, h, w, C)` for images `(N, H, W, C_in)`, computed in batches."""
-        images = self._check(images)
-        chunks = [
-            np.asarray(self._forward(tf.convert_to_tensor(images[i : i + batch_size])), dtype=np.float32)
-            for i in range(0, len(images), batch_size)
-        ]
+        x = self._images(images)
+        chunks = [self._run("forward", x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         return np.concatenate(chunks, axis=0)
+
+    def _function(self, kind):
+        """One trace for every batch size: the last, smaller batch of a folder reuses it."""
+        spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
+        return super()._function(kind, input_signature=[spec])
+
+    def _compute(self, x, targets):
+        return self.graph.run(self._steps, {self.graph.input_key: x})[self.layer_key]
 
     def __call__(self, images, num_maps=None, select="random", seed=0, batch_size=32):
         """Chosen feature maps of the layer, the same channels for every image.
@@ -310,39 +179,17 @@ class FeatureMaps:
             )
         if not 1 <= num_maps <= self.num_channels:
             raise InputError(
-                f"num_maps={num_maps} is outside 1..{self.num_channels}, the channels of '{self.layer.name}'"
+                f"num_maps={num_maps} is outside 1..{self.num_channels}, the channels of {self.layer!r}"
             )
         return int(num_maps)
 
-    def _check(self, images):
-        from lib.dataflow.images import check_images  # imported on use, as in `base.Explainer`
-
-        check_images(images)  # refuses ragged lists, non-numeric dtypes, NaN and Inf
-        images = np.asarray(images, dtype=self.input_dtype)
-        expected = self.input_shape[1:]
-        fits = images.ndim == len(self.input_shape) and all(
-            e is None or e == s for e, s in zip(expected, images.shape[1:], strict=True)
-        )
-        if not fits or len(images) == 0:
-            wanted = ", ".join("any" if e is None else str(e) for e in expected)
-            raise InputError(
-                f"images have shape {images.shape}; the model expects a non-empty batch (N, {wanted}) "
-                "(use images[None] for one image)"
-            )
-        return images
-
-
-# One probe per (model, layer) for the function form; weak keys, so a deleted model frees its probes.
-_PROBES = weakref.WeakKeyDictionary()
-
 
 def feature_maps(model, layer, images, num_maps=None, select="random", seed=0, batch_size=32):
-    """Function form of `FeatureMaps(model, layer)(images, ...)`, reusing its probe across calls.
+    """Function form of `FeatureMaps(model, layer)(images, ...)`, reusing one object per (model, layer).
 
-    See `FeatureMaps.__call__` for the arguments and return value.
+    The object is kept with the model (`base.cached`), so a deleted model frees it. See
+    `FeatureMaps.__call__` for the arguments and return value.
     """
-    probes = _PROBES.setdefault(model, {})
-    key = layer if isinstance(layer, str) else id(layer)
-    if key not in probes:
-        probes[key] = FeatureMaps(model, layer)
-    return probes[key](images, num_maps=num_maps, select=select, seed=seed, batch_size=batch_size)
+    key = ("feature_maps", layer if isinstance(layer, str) else id(layer))
+    method = cached(model, key, lambda: FeatureMaps(model, layer))
+    return method(images, num_maps=num_maps, select=select, seed=seed, batch_size=batch_size)

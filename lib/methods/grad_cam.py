@@ -5,19 +5,19 @@ Grad-CAM weighs each channel of a layer by the spatial mean of the gradient of a
 the guided-backpropagation gradient by the upsampled Grad-CAM map.
 
     maps = GradCAM(model, layer="conv5_4")(images, class_ids=[281, 243])   # (N, 2, H, W)
+    result = GuidedGradCAM(model).explain(images)      # .maps (N, 1, H, W, 3), .grad_cam, .class_ids
 """
 
-import collections
-
+import keras
 import tensorflow as tf
 
-from lib.methods.base import Explainer, Scores, activations_and_gradients
-from lib.methods.maps import class_maps
+from lib.methods.base import Scores, activations_and_gradients, cached
+from lib.methods.class_map import ClassMap
 from lib.methods.rules import Rules
-from lib.methods.targets import scores
+from lib.methods.targets import outcome, scores
 
 
-class GradCAM(Explainer):
+class GradCAM(ClassMap):
     """Grad-CAM class maps; the K classes of an image share one forward pass.
 
     Args:
@@ -29,39 +29,9 @@ class GradCAM(Explainer):
         LayerError: for an unknown or non-spatial layer.
     """
 
-    def __init__(self, model, layer=None):
-        super().__init__(model, layer)
-        self._base, self._head = self.graph.split(self.layer_key)
-
-    def __call__(self, images, class_ids=None):
-        """Class maps for the images.
-
-        Args:
-            images: float32 (N, H, W, 3), as the model expects (0-255 RGB for our builders).
-            class_ids: None, int, K ints, N lists of K ints, or a callable; see `lib.methods.targets`.
-
-        Returns:
-            float32 (N, K, H, W) in [0, 1]; all-zero where no part of the layer raises the score.
-
-        Raises:
-            InputError: for bad images or class ids.
-        """
-        return self._call(images, class_ids)
-
-    def _run_base(self, x, call=None):
-        values = self.graph.run(self._base, {self.graph.input_key: x}, call)
-        return values[self.layer_key], values
-
-    def _logits(self, values, call=None):
-        return self.graph.run(self._head, values, call)[self.graph.logits_key]
-
-    def _compute(self, x, targets):
-        def head(activations, values):
-            return Scores(for_layer=scores(self._logits(values), targets)[0])
-
-        activations, layer_grads, _ = activations_and_gradients(x, self._run_base, head, to_input=False)
-        weights = tf.reduce_mean(layer_grads, axis=(2, 3))  # (N, K, C): mean over h, w
-        return class_maps(activations, weights, x.shape[1:3])
+    def channel_weights(self, activations, gradients):
+        """The spatial mean of the gradient of each score, per channel (N, K, C)."""
+        return tf.reduce_mean(gradients, axis=(2, 3))
 
 
 class GuidedGradCAM(GradCAM):
@@ -70,6 +40,7 @@ class GuidedGradCAM(GradCAM):
     One forward pass runs through the guided graph (its forward values are exact); the Grad-CAM
     gradients take the normal rules in the part above the layer, which is run a second time only if
     it contains ReLUs (e.g. VGG's fc6, fc7). Then one backward pass per class reaches the input.
+    `explain()` also returns the Grad-CAM maps (`Explanation.grad_cam`).
 
     Args:
         model: as for `GradCAM`; it must contain ReLUs.
@@ -79,7 +50,7 @@ class GuidedGradCAM(GradCAM):
         LayerError: for an unknown or non-spatial layer, or a model without ReLUs.
     """
 
-    def __init__(self, model, layer=None):
+    def __init__(self, model: keras.Model, layer: str | keras.layers.Layer | None = None):
         super().__init__(model, layer)
         self._rules = Rules("guided", self._base + self._head)
         self._guided_head = any(s.name in self._rules.relus for s in self._head)
@@ -95,42 +66,35 @@ class GuidedGradCAM(GradCAM):
             float32 (N, K, H, W, 3): raw values in input space (gradient times a [0, 1] map);
             normalise them for display with the plotting helpers.
         """
-        return self._call(images, class_ids)
+        return self.explain(images, class_ids).maps
 
     def _compute(self, x, targets):
-        guided = self._rules.call
+        guided, fields = self._rules.call, {}
 
         def head(activations, values):
-            normal, ids = scores(self._logits(values), targets)
+            normal, found = outcome(self._logits(values), targets)
+            fields.update(found)
             if not self._guided_head:
                 return Scores(for_layer=normal, for_input=normal)
-            logits = self._logits(values, guided)
-            for_input = scores(logits, ids if ids is not None else targets)[0]
-            return Scores(for_layer=normal, for_input=for_input)
+            ids = found.get("class_ids", targets)
+            return Scores(for_layer=normal, for_input=scores(self._logits(values, guided), ids)[0])
 
         def base(x):
             return self._run_base(x, guided)
 
         activations, layer_grads, input_grads = activations_and_gradients(x, base, head)
-        maps = class_maps(activations, tf.reduce_mean(layer_grads, axis=(2, 3)), x.shape[1:3])
-        return input_grads * maps[..., None]  # (N, K, H, W, 3)
-
-
-_CACHE = collections.OrderedDict()
+        grad_cam = self._class_maps(activations, layer_grads, x.shape[1:3])
+        return {"maps": input_grads * grad_cam[..., None], "grad_cam": grad_cam, **fields}  # (N, K, H, W, 3)
 
 
 def grad_cam(model, images, class_ids=None, layer=None):
     """One-off form of `GradCAM(model, layer)(images, class_ids)`.
 
-    The last few `GradCAM` objects are kept, so calling this in a loop does not rebuild or retrace;
-    still, prefer one `GradCAM` object for many calls.
+    The `GradCAM` object is kept with the model (`base.cached`), so calling this in a loop does not
+    rebuild or retrace, and a deleted model frees it; still, prefer one `GradCAM` object for many calls.
 
     Returns:
         float32 (N, K, H, W) in [0, 1].
     """
-    key = (id(model), layer if isinstance(layer, str) or layer is None else id(layer))
-    method = _CACHE.pop(key, None) or GradCAM(model, layer)
-    _CACHE[key] = method
-    while len(_CACHE) > 4:
-        _CACHE.popitem(last=False)
-    return method(images, class_ids)
+    key = ("grad_cam", layer if isinstance(layer, str) or layer is None else id(layer))
+    return cached(model, key, lambda: GradCAM(model, layer))(images, class_ids)

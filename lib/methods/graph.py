@@ -22,12 +22,12 @@ import warnings
 
 import keras
 import tensorflow as tf
-from keras.src import tree
 
 from lib.errors import InputError, LayerError
+from lib.methods import keras_internals as internals
 from lib.methods.finite import checked
 
-SOFTMAX_NAMES = ("softmax", "log_softmax")
+SOFTMAX_NAMES = ("softmax", "log_softmax")  # as activations; `internals.op_name` drops the underscore
 _METHODS_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -62,15 +62,6 @@ class Step:
     shapes: tuple
 
 
-def functional_of(op):
-    """The functional graph inside `op` if it is a functional or built Sequential model, else None."""
-    if isinstance(op, keras.Sequential):
-        return getattr(op, "_functional", None)
-    if isinstance(op, keras.Model) and hasattr(op, "_nodes_by_depth"):
-        return op
-    return None
-
-
 def check_model(model):
     """Refuse anything but a Keras 3 `keras.Model` (a layer, a tf.keras model, a file name...).
 
@@ -94,7 +85,7 @@ def functional_graph(model):
         LayerError: a subclassed model, or a Sequential model without an input shape.
     """
     check_model(model)
-    fn = functional_of(model)
+    fn = internals.functional_of(model)
     if fn is not None:
         return fn
     if isinstance(model, keras.Sequential):
@@ -115,18 +106,6 @@ def activation_name(op):
     return getattr(act, "__name__", "") if callable(act) else ""
 
 
-def without_activation(layer):
-    """A view of `layer` that shares its variables and state but skips its fused activation.
-
-    Used for logits below a fused softmax and for the pre-activation of fused ReLUs. The view is a
-    shallow copy, so the user's layer is untouched and later weight updates are seen.
-    """
-    view = object.__new__(type(layer))
-    view.__dict__.update(layer.__dict__)
-    object.__setattr__(view, "activation", keras.activations.linear)
-    return view
-
-
 def call_op(op, args, kwargs):
     """Call a layer in inference mode, as `Functional.call(training=False)` would.
 
@@ -135,7 +114,7 @@ def call_op(op, args, kwargs):
     """
     if is_plain_dense(op, args):
         return dense(op, args[0])
-    if "training" in getattr(op, "_call_context_args", ()):
+    if internals.accepts_training(op):
         kwargs = {**kwargs, "training": False}
     return op(*args, **kwargs)
 
@@ -143,10 +122,7 @@ def call_op(op, args, kwargs):
 def is_plain_dense(op, args):
     """True for a float32 `keras.layers.Dense` (not a subclass, no LoRA, not quantized) on (N, features)."""
     return (
-        type(op) is keras.layers.Dense
-        and not op.lora_enabled
-        and op.quantization_mode is None
-        and op.compute_dtype == "float32"
+        internals.is_plain_float_dense(op)
         and len(args) == 1
         and args[0].shape.rank == 2
         and args[0].dtype == tf.float32
@@ -197,6 +173,7 @@ class ModelGraph:
         self.model = model
         self.input_shape = tuple(fn.inputs[0].shape)
         self.steps = []
+        self._nested = {}  # qualified name of a nested model -> (model, key of its one output)
         self._next_key = 0
         self.input_key = self._new_key()
         (self.output_key,) = self._expand(fn, [self.input_key], "")
@@ -210,16 +187,19 @@ class ModelGraph:
     def _expand(self, fn, in_keys, prefix):
         """Append `fn`'s layer calls to `self.steps`, nested models in place; return its output keys."""
         keys = {id(t): k for t, k in zip(fn.inputs, in_keys, strict=True)}
-        for depth in sorted(fn._nodes_by_depth, reverse=True):
-            for node in fn._nodes_by_depth[depth]:
+        nodes = internals.nodes_by_depth(fn)
+        for depth in sorted(nodes, reverse=True):
+            for node in nodes[depth]:
                 if node.is_input:
                     continue
-                ids = tuple(id(t) for t in node.arguments.keras_tensors)
+                ids = tuple(id(t) for t in internals.node_input_tensors(node))
                 ins = tuple(keys[i] for i in ids)
-                inner = functional_of(node.operation)
+                inner = internals.functional_of(node.operation)
                 if inner is not None and len(inner.inputs) == len(ins):
-                    name = f"{prefix}{node.operation.name}/"
-                    outs = self._expand(inner, ins, name)
+                    name = f"{prefix}{node.operation.name}"
+                    outs = self._expand(inner, ins, name + "/")
+                    if len(outs) == 1:
+                        self._nested[name] = (node.operation, outs[0])
                 else:
                     outs = [self._new_key() for _ in node.outputs]
                     shapes = tuple(tuple(t.shape) for t in node.outputs)
@@ -241,16 +221,16 @@ class ModelGraph:
         step = self.producer(key)
         if step is None:
             return key, None
-        is_op = type(step.op).__name__.lower() in SOFTMAX_NAMES  # keras.ops.softmax
+        is_op = internals.op_name(step.op) in {n.replace("_", "") for n in SOFTMAX_NAMES}  # keras.ops
         if (
             isinstance(step.op, keras.layers.Softmax)
             or is_op
-            or (isinstance(step.op, keras.layers.Activation) and activation_name(step.op) == "softmax")
+            or (isinstance(step.op, keras.layers.Activation) and activation_name(step.op) in SOFTMAX_NAMES)
         ):
             self.steps.remove(step)
             return step.in_keys[0], step.name
-        if activation_name(step.op) == "softmax":
-            view = without_activation(step.op)
+        if activation_name(step.op) in SOFTMAX_NAMES:
+            view = internals.without_activation(step.op)
             self.steps[self.steps.index(step)] = dataclasses.replace(step, op=view)
             return key, step.name
         return key, None
@@ -259,12 +239,40 @@ class ModelGraph:
         """Names of the layers with a (N, h, w, C) output, in graph order."""
         return [s.name for s in self.steps if len(s.shapes) == 1 and len(s.shapes[0]) == 4]
 
+    def find(self, layer, kind=None):
+        """The one step that calls `layer`: the project's one way to find a layer.
+
+        Args:
+            layer: a layer name (qualified "inner/conv" or plain if unique) or a layer object; a
+                nested model's name or object stands for the step that gives its output.
+            kind: a layer class the step's layer must be an instance of, or None.
+
+        Raises:
+            LayerError: if the layer is unknown, called more than once, or not a `kind`; the
+                message lists the layers that would do.
+        """
+        valid = (
+            self.spatial_names() if kind is None else [s.name for s in self.steps if isinstance(s.op, kind)]
+        )
+        matches = self._matches(layer)
+        if not matches:
+            raise LayerError(f"no layer {_label(layer)} in the model; pick one of {_names(valid)}")
+        if len(matches) > 1:
+            names = _names([s.name for s in matches])
+            raise LayerError(f"layer {_label(layer)} is called {len(matches)} times ({names}); pick one call")
+        step = matches[0]
+        if kind is not None and not isinstance(step.op, kind):
+            raise LayerError(
+                f"layer {step.name!r} is a {type(step.op).__name__}, not a {kind.__name__}; "
+                f"pick one of {_names(valid)}"
+            )
+        return step
+
     def resolve(self, layer=None):
         """Key and qualified name of a spatial layer's output.
 
         Args:
-            layer: a layer name (qualified "inner/conv" or plain if unique), a layer object, or
-                None for the last layer with a (N, h, w, C) output.
+            layer: as for `find`, or None for the last layer with a (N, h, w, C) output.
 
         Returns:
             (key, name) of that layer's output.
@@ -280,13 +288,7 @@ class ModelGraph:
                 f"layer=None: using {spatial[-1]!r}, the last spatial layer", stacklevel=user_stacklevel()
             )
             return self._key_of(spatial[-1]), spatial[-1]
-        matches = self._matches(layer)
-        if not matches:
-            raise LayerError(f"no layer {_label(layer)} in the model; pick one of {_names(spatial)}")
-        if len(matches) > 1:
-            names = _names([s.name for s in matches])
-            raise LayerError(f"layer {_label(layer)} is called {len(matches)} times ({names}); pick one call")
-        step = matches[0]
+        step = self.find(layer)
         if step.name not in spatial:
             raise LayerError(
                 f"layer {step.name!r} has output shape {step.shapes[0] if step.shapes else ()}, "
@@ -295,10 +297,13 @@ class ModelGraph:
         return step.out_keys[0], step.name
 
     def _matches(self, layer):
+        """The steps calling `layer`; for a nested model, the step that gives its output."""
+        calls = [(s.name, s.op, s) for s in self.steps]
+        calls += [(name, op, self.producer(key)) for name, (op, key) in self._nested.items()]
         if not isinstance(layer, str):
-            return [s for s in self.steps if s.op is layer]
-        exact = [s for s in self.steps if s.name == layer]
-        return exact or [s for s in self.steps if s.name.rsplit("/", 1)[-1] == layer]
+            return [step for _, op, step in calls if op is layer]
+        exact = [step for name, _, step in calls if name == layer]
+        return exact or [step for name, _, step in calls if name.rsplit("/", 1)[-1] == layer]
 
     def _key_of(self, name):
         return next(s.out_keys[0] for s in self.steps if s.name == name)
@@ -339,10 +344,10 @@ class ModelGraph:
         """
         values, produced = dict(values), []
         for step in steps:
-            args, kwargs = step.node.arguments.fill_in(
-                {i: values[k] for i, k in zip(step.arg_ids, step.in_keys, strict=True)}
+            args, kwargs = internals.fill_node_arguments(
+                step.node, {i: values[k] for i, k in zip(step.arg_ids, step.in_keys, strict=True)}
             )
-            outs = tree.flatten(call(step, args, kwargs) if call else call_op(step.op, args, kwargs))
+            outs = keras.tree.flatten(call(step, args, kwargs) if call else call_op(step.op, args, kwargs))
             values.update(zip(step.out_keys, outs, strict=True))
             produced += [key for key, out in zip(step.out_keys, outs, strict=True) if out.dtype.is_floating]
         return _finite_checked(values, produced)

@@ -7,9 +7,11 @@ the graph (see `lib.methods.rules`), never to the user's model.
     grads = GuidedBackprop(model)(images, class_ids=[281])    # (N, 1, H, W, 3)
 """
 
+import keras
+
 from lib.methods.base import Explainer, Scores, activations_and_gradients
 from lib.methods.rules import Rules
-from lib.methods.targets import scores
+from lib.methods.targets import outcome
 
 
 class GuidedBackprop(Explainer):
@@ -22,7 +24,7 @@ class GuidedBackprop(Explainer):
         LayerError: if the model contains no ReLU (the result would silently be plain gradients).
     """
 
-    def __init__(self, model):
+    def __init__(self, model: keras.Model):
         super().__init__(model, needs_layer=False)
         self._steps = self.graph.ancestors(self.graph.steps, self.graph.logits_key)
         self._rules = Rules("guided", self._steps)
@@ -35,16 +37,21 @@ class GuidedBackprop(Explainer):
             class_ids: None, int, K ints, N lists of K ints, or a callable; see `lib.methods.targets`.
 
         Returns:
-            float32 (N, K, H, W, 3), raw gradients in the images' pixel space.
+            float32 (N, K, H, W, 3), raw gradients in the images' pixel space; `explain()` gives
+            them with the classes, logits and probabilities explained.
         """
-        return self._call(images, class_ids)
+        return self.explain(images, class_ids).maps
 
     def _compute(self, x, targets):
+        fields = {}
+
         def base(x):
             values = self.graph.run(self._steps, {self.graph.input_key: x}, self._rules.call)
             return values[self.graph.logits_key], values
 
         def head(logits, values):
-            return Scores(for_input=scores(logits, targets)[0])
+            scores, found = outcome(logits, targets)
+            fields.update(found)
+            return Scores(for_input=scores)
 
-        return activations_and_gradients(x, base, head)[2]
+        return {"maps": activations_and_gradients(x, base, head)[2], **fields}

@@ -1,4 +1,4 @@
-"""Post-processing shared by the class-map methods (Grad-CAM, CAM): one pipeline, so they agree."""
+"""Post-processing shared by the class-map methods (`class_map.ClassMap`): one pipeline, so they agree."""
 
 import tensorflow as tf
 
@@ -8,13 +8,15 @@ def class_maps(activations, weights, size):
 
     Args:
         activations: float (N, h, w, C), the layer's output.
-        weights: float (N, K, C), one weight per channel for each of K targets.
+        weights: float (N, K, C), one weight per channel for each of K targets, or (N, K, h, w, C),
+            one weight per position and channel.
         size: (H, W) to resize to, usually the input size.
 
     Returns:
         float32 (N, K, H, W) in [0, 1]; a map with no positive value stays all zero.
     """
-    maps = tf.einsum("nhwc,nkc->nkhw", activations, weights)  # (N, K, h, w)
+    pattern = "nhwc,nkc->nkhw" if weights.shape.rank == 3 else "nhwc,nkhwc->nkhw"
+    maps = tf.einsum(pattern, activations, weights)  # (N, K, h, w)
     return scale_maps(resize_maps(tf.nn.relu(maps), size))
 
 

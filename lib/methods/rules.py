@@ -26,10 +26,11 @@ import keras
 import tensorflow as tf
 
 from lib.errors import LayerError
-from lib.methods.graph import activation_name, call_op, user_stacklevel, without_activation
+from lib.methods import keras_internals as internals
+from lib.methods.graph import activation_name, call_op, user_stacklevel
 
 RELU_NAMES = ("relu", "relu6", "leaky_relu")
-RELU_OPS = ("Relu", "Relu6", "LeakyRelu")  # keras.ops.relu & co. called on symbolic tensors
+RELU_OPS = ("relu", "relu6", "leakyrelu")  # keras.ops.relu & co. called on symbolic tensors
 OTHER_NONLINEAR = ("elu", "selu", "gelu", "silu", "swish", "mish", "hard_silu", "hard_swish")
 RULES = ("normal", "guided", "deconv")
 
@@ -52,7 +53,10 @@ def _rectified(activation, x):
 
 def relu_kind(op):
     """'standalone' for a ReLU-family layer or op, 'fused' for a fused ReLU activation, else None."""
-    if isinstance(op, (keras.layers.ReLU, keras.layers.LeakyReLU)) or type(op).__name__ in RELU_OPS:
+    is_layer = isinstance(op, keras.layers.Layer)
+    if isinstance(op, (keras.layers.ReLU, keras.layers.LeakyReLU)) or (
+        not is_layer and internals.op_name(op) in RELU_OPS
+    ):
         return "standalone"
     if activation_name(op) in RELU_NAMES:
         return "standalone" if isinstance(op, keras.layers.Activation) else "fused"
@@ -80,7 +84,7 @@ class Rules:
         self.rule = rule
         self._kinds = {} if rule == "normal" else {id(s): relu_kind(s.op) for s in steps}
         self._views = {
-            id(s): without_activation(s.op)
+            id(s): internals.without_activation(s.op)
             for s in steps
             if rule == "deconv" and self._kinds[id(s)] == "fused"
         }
@@ -117,10 +121,11 @@ class Rules:
 
 def _hidden_relu(op):
     """True for a custom layer with ReLU sublayers, which the graph runner cannot reach."""
-    inner = op._flatten_layers(include_self=False) if isinstance(op, keras.layers.Layer) else []
-    return any(relu_kind(layer) for layer in inner)
+    return any(relu_kind(layer) for layer in internals.sublayers(op))
 
 
 def _other_nonlinearity(op):
-    name = activation_name(op) or type(op).__name__.lower()
-    return name in OTHER_NONLINEAR or isinstance(op, (keras.layers.PReLU, keras.layers.ELU))
+    name = activation_name(op) or internals.op_name(op)
+    return name in {n.replace("_", "") for n in OTHER_NONLINEAR} | set(OTHER_NONLINEAR) or isinstance(
+        op, (keras.layers.PReLU, keras.layers.ELU)
+    )

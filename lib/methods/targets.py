@@ -90,3 +90,24 @@ def scores(logits, targets):
     depth = logits.shape[-1] or tf.shape(logits)[-1]
     one_hot = tf.one_hot(targets, depth, dtype=logits.dtype)  # (N, K, classes)
     return tf.einsum("nc,nkc->nk", logits, one_hot), targets
+
+
+def outcome(logits, targets):
+    """What an explanation reports besides its maps: the targets explained and their scores.
+
+    Args:
+        logits: float tensor (N, classes), before any softmax.
+        targets: as for `scores`.
+
+    Returns:
+        (scores, fields): the scores (N, K) to differentiate, and a dict of tensors for
+        `Explanation`: "scores" (the same values), and for class targets "class_ids" (N, K) and
+        "probabilities" (N, K), the softmax of the logits at those classes.
+    """
+    values, ids = scores(logits, targets)
+    fields = {"scores": values}
+    if ids is not None:
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        fields["class_ids"] = ids
+        fields["probabilities"] = tf.gather(probabilities, ids, axis=1, batch_dims=1)  # (N, K)
+    return values, fields
