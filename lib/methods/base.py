@@ -15,13 +15,14 @@ from collections.abc import Callable, Hashable
 
 import keras
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
 from lib.errors import InputError, LayerError
 from lib.methods import keras_internals as internals
 from lib.methods.finite import NOT_FINITE, checked
 from lib.methods.graph import ModelGraph
-from lib.methods.targets import parse_class_ids
+from lib.methods.targets import ClassIds, parse_class_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +179,7 @@ class Explainer:
         """(key, qualified name) of the layer the method works at; `ModelGraph.resolve` by default."""
         return self.graph.resolve(layer)
 
-    def explain(self, images, class_ids=None) -> Explanation:
+    def explain(self, images: npt.ArrayLike, class_ids: ClassIds = None) -> Explanation:
         """The maps of the images, with the classes, scores and probabilities they explain.
 
         Args:

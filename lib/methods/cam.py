@@ -14,13 +14,15 @@ identical.
 """
 
 import keras
+import numpy.typing as npt
 import tensorflow as tf
 
 from lib.errors import InputError, LayerError
+from lib.methods.base import Explanation
 from lib.methods.class_map import ClassMap
 from lib.methods.graph import activation_name
 from lib.methods.rules import relu_kind
-from lib.methods.targets import outcome
+from lib.methods.targets import ClassIds, outcome
 
 # Layers that may sit between pooling and the dense layer without changing the CAM weights.
 PASS_THROUGH = (keras.layers.Dropout, keras.layers.Flatten)
@@ -39,7 +41,7 @@ class CAM(ClassMap):
         LayerError: if the model lacks that structure (use `GradCAM`), or `layer` is another layer.
     """
 
-    def explain(self, images, class_ids=None):
+    def explain(self, images: npt.ArrayLike, class_ids: ClassIds = None) -> Explanation:
         """See `Explainer.explain`; `class_ids` may not be a callable, since CAM needs classes.
 
         Raises:

@@ -30,7 +30,15 @@ CHECKPOINT = "checkpoint.json"
 _POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 
 
-def cam_model(base, num_classes, feature_layer=None, conv_width=1024, train_base=False, seed=0, name="cam"):
+def cam_model(
+    base: keras.Model,
+    num_classes: int,
+    feature_layer: str | None = None,
+    conv_width: int = 1024,
+    train_base: bool = False,
+    seed: int = 0,
+    name: str = "cam",
+) -> keras.Model:
     """A CAM network: `base` up to `feature_layer`, then conv 3x3 ReLU, global average pooling, dense.
 
     The base layers are cloned (with their weights), so training never changes `base` itself.
@@ -66,7 +74,7 @@ def cam_model(base, num_classes, feature_layer=None, conv_width=1024, train_base
     return keras.Model(clone.inputs, logits, name=name)
 
 
-def find_feature_layer(base, name=None):
+def find_feature_layer(base: keras.Model, name: str | None = None) -> keras.layers.Layer:
     """The layer of `base` that `cam_model` builds on: `name`, or the last spatial non-pooling layer.
 
     Found as every method finds layers (`ModelGraph.resolve`), so a layer inside a nested model is
@@ -321,7 +329,7 @@ def _save(model, out_dir, history, epoch, metadata):
             old.unlink()
 
 
-def read_checkpoint(out_dir):
+def read_checkpoint(out_dir: str | os.PathLike) -> dict:
     """The contents of `out_dir/checkpoint.json`: epoch, file names, class_names and metadata.
 
     Raises:
@@ -339,7 +347,7 @@ def read_checkpoint(out_dir):
         ) from None
 
 
-def load_weights(model, out_dir):
+def load_weights(model: keras.Model, out_dir: str | os.PathLike) -> dict:
     """Loads the weights of the last checkpoint in `out_dir` into `model`; returns `read_checkpoint`."""
     info = read_checkpoint(out_dir)
     try:

@@ -20,11 +20,13 @@ and a method whose weights need no gradients (CAM) overrides `_activations_and_g
 """
 
 import keras
+import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
 from lib.methods.base import Explainer, Scores, activations_and_gradients
 from lib.methods.maps import class_maps
-from lib.methods.targets import outcome
+from lib.methods.targets import ClassIds, outcome
 
 
 class ClassMap(Explainer):
@@ -46,7 +48,7 @@ class ClassMap(Explainer):
         super().__init__(model, layer)
         self._base, self._head = self.graph.split(self.layer_key)
 
-    def __call__(self, images, class_ids=None):
+    def __call__(self, images: npt.ArrayLike, class_ids: ClassIds = None) -> np.ndarray:
         """Class maps for the images: `explain(images, class_ids).maps`.
 
         Args:

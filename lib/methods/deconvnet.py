@@ -14,7 +14,9 @@ gradients are exactly unpooling with switches and transposed convolution. Biases
 import dataclasses
 import functools
 
+import keras
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
 from lib.errors import InputError
@@ -79,13 +81,13 @@ class Deconvnet(Explainer):
         LayerError: for an unknown or non-spatial layer, or no ReLU below it.
     """
 
-    def __init__(self, model, layer=None):
+    def __init__(self, model: keras.Model, layer: str | keras.layers.Layer | None = None):
         super().__init__(model, layer)
         self._base = self.graph.ancestors(self.graph.steps, self.layer_key)
         self._rules = Rules("deconv", self._base)
         self._fields = {}
 
-    def __call__(self, images, channel=None, k=9):
+    def __call__(self, images: npt.ArrayLike, channel: int | None = None, k: int = 9) -> Reconstructions:
         """Reconstruct, for each image, its k strongest activations of the layer.
 
         Args:
@@ -108,7 +110,9 @@ class Deconvnet(Explainer):
         boxes = self._boxes(out["positions"], field, x.shape[1:3])
         return Reconstructions(boxes=boxes, **out)
 
-    def top_activations(self, images, channel=None, k=9, batch_size=32):
+    def top_activations(
+        self, images, channel: int | None = None, k: int = 9, batch_size: int = 32
+    ) -> TopActivations:
         """The k strongest activations of the layer across many images, with patches.
 
         Each (image, channel) pair contributes its peak; with `channel` given, each image contributes

@@ -13,6 +13,7 @@ Layers are found by name or object, also inside models nested in the model.
 
 import keras
 import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
 from lib.errors import InputError
@@ -57,7 +58,9 @@ def _minmax(x, axes):
     return np.where(span > 0, (x - low) / safe, 0.5).astype(np.float32)
 
 
-def filter_tiles(weights, scale="tile", channels=None, input_order="rgb"):
+def filter_tiles(
+    weights: npt.ArrayLike, scale: str = "tile", channels=None, input_order: str = "rgb"
+) -> np.ndarray:
     """Arranges `layer_filters` output as display tiles in [0, 1].
 
     A first layer (3 input channels, `channels=None`) gives one colour tile per filter, as in the
@@ -124,7 +127,7 @@ class FeatureMaps(Explainer):
         self._steps = self.graph.ancestors(self.graph.steps, self.layer_key)
         self.num_channels = self.graph.shape_of(self.layer_key)[-1]
 
-    def activations(self, images, batch_size=32) -> np.ndarray:
+    def activations(self, images: npt.ArrayLike, batch_size: int = 32) -> np.ndarray:
         """Every channel: float32 `(N, h, w, C)` for images `(N, H, W, C_in)`, computed in batches."""
         x = self._images(images)
         chunks = [self._run("forward", x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
@@ -138,7 +141,14 @@ class FeatureMaps(Explainer):
     def _compute(self, x, targets):
         return self.graph.run(self._steps, {self.graph.input_key: x})[self.layer_key]
 
-    def __call__(self, images, num_maps=None, select="random", seed=0, batch_size=32):
+    def __call__(
+        self,
+        images: npt.ArrayLike,
+        num_maps: int | None = None,
+        select: str = "random",
+        seed: int = 0,
+        batch_size: int = 32,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Chosen feature maps of the layer, the same channels for every image.
 
         Args:
@@ -184,7 +194,15 @@ class FeatureMaps(Explainer):
         return int(num_maps)
 
 
-def feature_maps(model, layer, images, num_maps=None, select="random", seed=0, batch_size=32):
+def feature_maps(
+    model: keras.Model,
+    layer,
+    images: npt.ArrayLike,
+    num_maps: int | None = None,
+    select: str = "random",
+    seed: int = 0,
+    batch_size: int = 32,
+) -> tuple[np.ndarray, np.ndarray]:
     """Function form of `FeatureMaps(model, layer)(images, ...)`, reusing one object per (model, layer).
 
     The object is kept with the model (`base.cached`), so a deleted model frees it. See

@@ -9,12 +9,14 @@ the guided-backpropagation gradient by the upsampled Grad-CAM map.
 """
 
 import keras
+import numpy as np
+import numpy.typing as npt
 import tensorflow as tf
 
 from lib.methods.base import Scores, activations_and_gradients, cached
 from lib.methods.class_map import ClassMap
 from lib.methods.rules import Rules
-from lib.methods.targets import outcome, scores
+from lib.methods.targets import ClassIds, outcome, scores
 
 
 class GradCAM(ClassMap):
@@ -55,7 +57,7 @@ class GuidedGradCAM(GradCAM):
         self._rules = Rules("guided", self._base + self._head)
         self._guided_head = any(s.name in self._rules.relus for s in self._head)
 
-    def __call__(self, images, class_ids=None):
+    def __call__(self, images: npt.ArrayLike, class_ids: ClassIds = None) -> np.ndarray:
         """Guided Grad-CAM maps.
 
         Args:
@@ -87,7 +89,9 @@ class GuidedGradCAM(GradCAM):
         return {"maps": input_grads * grad_cam[..., None], "grad_cam": grad_cam, **fields}  # (N, K, H, W, 3)
 
 
-def grad_cam(model, images, class_ids=None, layer=None):
+def grad_cam(
+    model: keras.Model, images: npt.ArrayLike, class_ids: ClassIds = None, layer: str | None = None
+) -> np.ndarray:
     """One-off form of `GradCAM(model, layer)(images, class_ids)`.
 
     The `GradCAM` object is kept with the model (`base.cached`), so calling this in a loop does not

@@ -8,10 +8,12 @@ the graph (see `lib.methods.rules`), never to the user's model.
 """
 
 import keras
+import numpy as np
+import numpy.typing as npt
 
 from lib.methods.base import Explainer, Scores, activations_and_gradients
 from lib.methods.rules import Rules
-from lib.methods.targets import outcome
+from lib.methods.targets import ClassIds, outcome
 
 
 class GuidedBackprop(Explainer):
@@ -29,7 +31,7 @@ class GuidedBackprop(Explainer):
         self._steps = self.graph.ancestors(self.graph.steps, self.graph.logits_key)
         self._rules = Rules("guided", self._steps)
 
-    def __call__(self, images, class_ids=None):
+    def __call__(self, images: npt.ArrayLike, class_ids: ClassIds = None) -> np.ndarray:
         """Guided gradients of the class scores w.r.t. the images.
 
         Args:

@@ -10,11 +10,18 @@
                              distinct callable object is traced once (reuse the same function)
 """
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import tensorflow as tf
 
 from lib.errors import InputError
 from lib.methods.finite import checked
+
+# What the methods accept as `class_ids` (see the module docstring).
+ClassIds = (
+    int | Sequence[int] | Sequence[Sequence[int]] | np.ndarray | Callable[[tf.Tensor], tf.Tensor] | None
+)
 
 
 def parse_class_ids(class_ids, num_images, num_classes):
