@@ -230,8 +230,14 @@ class Explainer:
         return {name: t.numpy() for name, t in out.items()} if isinstance(out, dict) else out.numpy()
 
     def _function(self, kind, input_signature=None):
-        """The compiled pass for `kind`: `_traced(kind)` with its inputs and results checked."""
-        return tf.function(functools.partial(_checked, self._traced(kind)), input_signature=input_signature)
+        """The compiled pass for `kind`: `_traced(kind)` with its inputs and results checked.
+
+        Without AutoGraph: the methods build their graphs with TensorFlow ops and no Python control
+        flow on tensors, and converting a user's hook or class_ids callable would only cost tracing
+        time and warn where its source cannot be read (a notebook's lambdas).
+        """
+        traced = functools.partial(_checked, self._traced(kind))
+        return tf.function(traced, input_signature=input_signature, autograph=False)
 
     def _traced(self, kind):
         """The Python function to compile for `kind`; class-map methods take targets.
