@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 import lib.methods
-from lib.methods import CAM, ClassMap, Explanation, GradCAM, GuidedBackprop, GuidedGradCAM
+from lib.errors import InputError
+from lib.methods import CAM, ClassMap, Explanation, GradCAM, GuidedBackprop, GuidedGradCAM, TopK
 from lib.methods.grad_cam import grad_cam
 from lib.methods.keras_internals import cache_of
 
@@ -140,6 +141,21 @@ def test_explain_with_given_classes_and_with_a_callable():
     margin = GradCAM(model, "c2").explain(x, class_ids=lambda z: z[:, :1] - z[:, 1:2])
     assert margin.class_ids is None and margin.probabilities is None
     np.testing.assert_allclose(margin.scores[:, 0], logits[:, 0] - logits[:, 1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda m: GuidedGradCAM(m, "c2"), CAM], ids=["guided_grad_cam", "cam"])
+def test_top_k_classes_are_found_in_the_same_pass(make):
+    model, x = small_net(), images(4)
+    _, logits = activations_and_logits(model, x)
+    method = make(model)
+    result = method.explain(x, TopK(3))
+    expected = np.argsort(-logits, axis=1)[:, :3]
+    np.testing.assert_array_equal(result.class_ids, expected)
+    np.testing.assert_allclose(result.maps, method(x, expected), atol=1e-6)
+    assert np.all(np.diff(result.scores, axis=1) <= 0)
+    for k in (0, 6, True):
+        with pytest.raises(InputError, match="pass a number of classes from 1 to 5"):
+            method.explain(x, TopK(k))
 
 
 def test_guided_grad_cam_carries_its_grad_cam_maps():

@@ -10,9 +10,10 @@
     FeatureMaps(model, layer)(images, num_maps=16)            # (maps (N, h, w, M), channel ids)
 
     result = GradCAM(model).explain(images)   # Explanation: maps, class_ids, scores, probabilities, layer
+    GradCAM(model).explain(images, TopK(3))   # each image's 3 top classes, from the same one pass
 
 Images are float32 (N, H, W, 3) as the model expects (RGB 0-255 for our builders). `class_ids` is
-None (top class), an int, K ints, N lists of K ints, or a callable (see `targets`). Scores are
+None (top class), `TopK(k)`, an int, K ints, N lists of K ints, or a callable (see `targets`). Scores are
 logits: a final softmax (or log-softmax) is skipped. The function form `lib.methods.grad_cam.grad_cam`
 keeps its `GradCAM` with the model (the module name stays the module's).
 
@@ -35,6 +36,7 @@ from lib.methods.deconvnet import Deconvnet
 from lib.methods.filters import FeatureMaps, feature_maps, filter_tiles, layer_filters
 from lib.methods.grad_cam import GradCAM, GuidedGradCAM
 from lib.methods.guided_backprop import GuidedBackprop
+from lib.methods.targets import TopK
 
 __all__ = [
     "CAM",
@@ -46,6 +48,7 @@ __all__ = [
     "GradCAM",
     "GuidedBackprop",
     "GuidedGradCAM",
+    "TopK",
     "feature_maps",
     "filter_tiles",
     "layer_filters",

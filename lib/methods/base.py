@@ -209,7 +209,7 @@ class Explainer:
         ids = parse_class_ids(class_ids, x.shape[0], self._num_classes(class_ids))
         if isinstance(ids, np.ndarray):
             return self._run("ids", x, tf.constant(ids))
-        return self._run(ids, x)  # ids is None (top class) or a callable
+        return self._run(ids, x)  # ids is None (top class), a TopK or a callable
 
     def _run(self, kind, *args):
         """Run the compiled pass for `kind`, made on first use, and return numpy arrays.

@@ -2,6 +2,7 @@
 
 `class_ids` may be
     None                     each image's top class (K = 1), picked inside the compiled pass
+    TopK(k)                  each image's k top classes, in decreasing order, picked likewise
     an int                   that class for every image (K = 1)
     a list of K ints         the same K classes for every image
     a list of N lists of K   K classes per image (use [[a], [b]] for one class per image)
@@ -10,6 +11,7 @@
                              distinct callable object is traced once (reuse the same function)
 """
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -18,9 +20,23 @@ import tensorflow as tf
 from lib.errors import InputError
 from lib.methods.finite import checked
 
+
+@dataclasses.dataclass(frozen=True)
+class TopK:
+    """`class_ids=TopK(k)`: each image's k highest-scoring classes, found in the method's own pass."""
+
+    k: int
+
+
 # What the methods accept as `class_ids` (see the module docstring).
 ClassIds = (
-    int | Sequence[int] | Sequence[Sequence[int]] | np.ndarray | Callable[[tf.Tensor], tf.Tensor] | None
+    int
+    | Sequence[int]
+    | Sequence[Sequence[int]]
+    | np.ndarray
+    | TopK
+    | Callable[[tf.Tensor], tf.Tensor]
+    | None
 )
 
 
@@ -33,14 +49,21 @@ def parse_class_ids(class_ids, num_images, num_classes):
         num_classes: number of logits, or None if unknown.
 
     Returns:
-        None (top class), the callable itself, or int32 ndarray (N, K).
+        None (top class), a `TopK`, the callable itself, or int32 ndarray (N, K).
 
     Raises:
-        InputError: for non-integers, negative or out-of-range ids, ragged lists, or a list of lists
-            whose length is not N.
+        InputError: for non-integers, negative or out-of-range ids, ragged lists, a list of lists
+            whose length is not N, or a `TopK` of more classes than the model has.
     """
     if class_ids is None or callable(class_ids):
         return class_ids
+    if isinstance(class_ids, TopK):
+        k = class_ids.k
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= (num_classes or k):
+            raise InputError(
+                f"TopK({k!r}); pass a number of classes from 1 to {num_classes or 'the classes'}"
+            )
+        return TopK(int(k))
     if isinstance(class_ids, (bool, np.bool_)):
         raise InputError(f"class_ids={class_ids!r} is a bool; pass an int class index")
     try:
@@ -80,7 +103,7 @@ def scores(logits, targets):
 
     Args:
         logits: float tensor (N, classes), before any softmax.
-        targets: None (top class), int32 tensor (N, K), or a callable.
+        targets: None (top class), a `TopK`, int32 tensor (N, K), or a callable.
 
     Returns:
         (scores, ids): float (N, K), and int32 (N, K) ids or None for a callable.
@@ -93,6 +116,8 @@ def scores(logits, targets):
         return values, None
     if targets is None:
         targets = tf.argmax(logits, axis=-1, output_type=tf.int32)[:, None]  # (N, 1)
+    elif isinstance(targets, TopK):
+        targets = tf.math.top_k(logits, targets.k).indices  # (N, k), highest first
     # A one-hot product rather than a gather: its gradient is one small dense op, not a scatter.
     depth = logits.shape[-1] or tf.shape(logits)[-1]
     one_hot = tf.one_hot(targets, depth, dtype=logits.dtype)  # (N, K, classes)
