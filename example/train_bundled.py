@@ -1,4 +1,4 @@
-"""Trains the bundled models on generated shapes; writes data/<name>.weights.h5 and a model card.
+"""Trains the bundled models on generated shapes; writes lib/nets/data/<name>.weights.h5 and a model card.
 
 Usage: python example/train_bundled.py --model all
 """

@@ -1,6 +1,7 @@
 """The shipped ImageNet class list and top-k decoding."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,9 +63,9 @@ def test_names_are_read_once():
     assert class_names(short=False) is class_names(short=False)
 
 
-def test_data_file_found_relative_to_package():
+def test_classes_file_is_package_data():
     assert imagenet.CLASSES_FILE.is_file()
-    assert imagenet.CLASSES_FILE.parent.name == "data"
+    assert Path(imagenet.__file__).parent / "data" / "imagenet_classes.txt" == imagenet.CLASSES_FILE
 
 
 def test_decode_matches_argsort_on_random_logits():

@@ -40,7 +40,7 @@ TOLERANCE = 4
 @pytest.mark.slow
 @pytest.mark.parametrize("name", bundled.names())
 def test_grad_cam_points_at_each_object_of_two_object_images(name):
-    if not bundled.weights_path(name).exists():
+    if not bundled.weights_path(name).is_file():
         pytest.skip(f"{name} weights are not trained yet (example/train_bundled.py)")
     model = bundled.load(name)
     images, labels, masks = generate(100, seed=4242, objects_per_image=2)  # seeds 1-4 are taken

@@ -5,14 +5,22 @@ average pooling and a dense classifier, so CAM applies to them directly, and bot
 same builders as the full-size networks (`vgg19`, `googlenet`) with narrower arguments.
 """
 
-from pathlib import Path
+from importlib import resources
+from typing import TYPE_CHECKING
+
+import keras
 
 from lib.dataflow.shapes import CLASS_NAMES
 from lib.errors import InputError, MissingFileError
 from lib.nets.googlenet import googlenet
 from lib.nets.vgg import vgg19
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+# The weights files and their model cards, package data of `lib.nets` (`lib/nets/data/` in a checkout,
+# where `example/train_bundled.py` writes them).
+DATA_DIR = resources.files("lib.nets") / "data"
 INPUT_SIZE = 64
 
 # name -> (builder, keyword arguments); the architecture of each bundled model, written once.
@@ -30,18 +38,19 @@ ARCHITECTURES = {
 LAST_CONV_LAYER = {"shapes_vgg": "conv4_2", "shapes_googlenet": "inception_3b_output"}
 
 
-def names():
+def names() -> tuple[str, ...]:
     """Names accepted by `build` and `load`."""
     return tuple(ARCHITECTURES)
 
 
-def weights_path(name):
-    """Path of a bundled model's committed weights file."""
+def weights_path(name: str) -> "Traversable":
+    """A bundled model's weights file in the package data: a `pathlib.Path` unless `lib` is imported
+    from a zip archive; read it through `importlib.resources.as_file` where a real path is needed."""
     _check_name(name)
     return DATA_DIR / f"{name}.weights.h5"
 
 
-def build(name, batch_norm=False):
+def build(name: str, batch_norm: bool = False) -> keras.Model:
     """Builds a bundled architecture with random weights.
 
     Args:
@@ -58,7 +67,7 @@ def build(name, batch_norm=False):
     return builder(classes=len(CLASS_NAMES), input_shape=input_shape, batch_norm=batch_norm, **kwargs)
 
 
-def load(name):
+def load(name: str) -> keras.Model:
     """Returns a bundled model with its trained weights, ready to classify and explain.
 
     Args:
@@ -73,22 +82,25 @@ def load(name):
         lib.errors.MissingFileError: the weights file is missing (run `example/train_bundled.py`).
     """
     path = weights_path(name)
-    if not path.exists():
+    if not path.is_file():
         raise MissingFileError(
-            f"bundled weights '{path}' are missing; restore them with git or retrain with "
-            f"'python example/train_bundled.py --model {name}'"
+            f"bundled weights '{path}' are missing; reinstall the package, restore them with git, or "
+            f"retrain with 'python example/train_bundled.py --model {name}'"
         )
     model = build(name)
-    model.load_weights(path)
+    with resources.as_file(path) as real_path:  # Keras reads files by path
+        model.load_weights(real_path)
     return model
 
 
-def _check_name(name):
+def _check_name(name: str) -> None:
     if name not in ARCHITECTURES:
         raise InputError(f"unknown bundled model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
 
 
-def evaluate(model, num_images=2000, seed=2026, batch_size=100):
+def evaluate(
+    model: keras.Model, num_images: int = 2000, seed: int = 2026, batch_size: int = 100
+) -> dict[str, float]:
     """Measures a model on freshly generated shapes it never saw.
 
     Args:

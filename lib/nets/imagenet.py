@@ -2,15 +2,15 @@
 
 Class id `i` is the `i`-th WordNet id in sorted order, from 0 = n01440764 "tench" to
 999 = n15075141 "toilet tissue": the order of Caffe's `synset_words.txt` and of Keras's
-`imagenet_class_index.json`. The list ships with the project as `data/imagenet_classes.txt`, one
-`<wnid> <synonyms, comma-separated>` line per class, so nothing is downloaded.
+`imagenet_class_index.json`. The list ships as package data, `lib/nets/data/imagenet_classes.txt`,
+one `<wnid> <synonyms, comma-separated>` line per class, so nothing is downloaded.
 
 Usage:
     decode_predictions(model(images), top=3)  # [[(281, 'tabby', 12.1), (285, ...), ...]]
 """
 
 from functools import cache
-from pathlib import Path
+from importlib import resources
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike
 from lib.errors import InputError
 
 NUM_CLASSES = 1000
-CLASSES_FILE = Path(__file__).resolve().parents[2] / "data" / "imagenet_classes.txt"
+CLASSES_FILE = resources.files("lib.nets") / "data" / "imagenet_classes.txt"  # an importlib Traversable
 
 
 @cache
@@ -36,8 +36,8 @@ def _read_classes() -> tuple[tuple[str, str], ...]:
     if len(rows) != NUM_CLASSES or any(len(row) != 2 for row in rows):
         raise RuntimeError(
             f"{CLASSES_FILE} should hold {NUM_CLASSES} '<wnid> <label>' lines but holds "
-            f"{len(rows)}, or some lack a label; restore it with "
-            "`git checkout -- data/imagenet_classes.txt`"
+            f"{len(rows)}, or some lack a label; reinstall the package, or restore the file with "
+            "`git checkout -- lib/nets/data/imagenet_classes.txt`"
         )
     return rows
 
