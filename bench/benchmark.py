@@ -27,7 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import lib  # noqa: F401  (quiet TensorFlow start-up, before keras)
+import lib
+
+lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays off the terminal
 
 # isort: split
 import numpy as np
@@ -88,7 +90,7 @@ def build_model(name):
     """The model to time and how its weights were obtained; speed does not depend on the weights."""
     if name == "vgg19":
         return vgg19(weights=None), "random weights"
-    if bundled.weights_path(name).exists():
+    if bundled.weights_path(name).is_file():
         return bundled.load(name), "trained weights"
     return bundled.build(name), "random weights (trained weights not found)"
 
@@ -266,10 +268,11 @@ start = time.perf_counter()
 import sys
 sys.path.insert(0, {root!r})
 import lib
+lib.quiet_tensorflow()  # as the scripts start: this stage is the TensorFlow import
 import keras
 from lib.nets import bundled
 imported = time.perf_counter()
-trained = bundled.weights_path({name!r}).exists()
+trained = bundled.weights_path({name!r}).is_file()
 model = bundled.load({name!r}) if trained else bundled.build({name!r})
 loaded = time.perf_counter()
 import numpy as np

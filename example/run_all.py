@@ -15,7 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import lib  # noqa: F401  (quiet TensorFlow start-up)
+import lib
+
+lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays off the terminal
 from lib import cli
 
 PHOTOS = ["--images", "photos"]

@@ -10,7 +10,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import lib  # noqa: F401  (quiet TensorFlow start-up, before keras)
+import lib
+
+lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays off the terminal
 
 # isort: split
 import keras

@@ -1,9 +1,13 @@
-"""Shared pytest setup: quiet TensorFlow (via `import lib`) and a fixed seed for every test."""
+"""Shared pytest setup: quiet TensorFlow (`lib.quiet_tensorflow`, as the scripts do) and a fixed seed
+for every test."""
 
+import lib
+
+lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays out of the test output
+
+# isort: split
 import keras
 import pytest
-
-import lib  # noqa: F401  (silences TensorFlow's start-up log before anything imports it)
 
 
 @pytest.fixture(autouse=True)
