@@ -1,6 +1,7 @@
 """Entry point that works on a fresh machine with only python3: `python3 run.py demo|test|figures|bench`.
 
-It creates `.venv/`, installs `requirements.txt` into it when that file changed, then runs the job
+It creates `.venv/`, installs `requirements.txt` into it (the project itself, editable, with the test
+tools; the dependencies are declared in `pyproject.toml`) when either file changed, then runs the job
 inside the environment. Extra arguments go to the job (e.g. `python3 run.py test -k grad_cam`).
 """
 
@@ -15,6 +16,9 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 REQUIREMENTS = ROOT / "requirements.txt"
+# What the installation depends on: requirements.txt installs the project, pyproject.toml declares its
+# dependencies. A change to either re-installs.
+INSTALL_INPUTS = (REQUIREMENTS, ROOT / "pyproject.toml")
 STAMP = VENV / ".requirements.sha256"
 
 JOBS = {
@@ -25,17 +29,26 @@ JOBS = {
 }
 
 
+def install_digest():
+    """SHA-256 over the files that decide what is installed, each with its name."""
+    digest = hashlib.sha256()
+    for path in INSTALL_INPUTS:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def ensure_environment():
-    """Creates the virtual environment and installs the pinned requirements when they changed."""
-    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    """Creates the virtual environment and installs the requirements when they changed."""
+    wanted = install_digest()
     if STAMP.exists() and STAMP.read_text() == wanted:
         return
     if not PYTHON.exists():
         print(f"Creating a virtual environment in {VENV} ...", flush=True)
         venv.create(VENV, with_pip=True)
-    print("Installing requirements.txt (first run only; a few minutes) ...", flush=True)
+    print("Installing requirements.txt (first run, or after it or pyproject.toml changed) ...", flush=True)
     pip = [str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "-r", str(REQUIREMENTS)], check=True)
+    # requirements.txt names the project as `.`, relative to the folder pip runs in.
+    subprocess.run([*pip, "-r", str(REQUIREMENTS)], check=True, cwd=ROOT)
     STAMP.write_text(wanted)
 
 
