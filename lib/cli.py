@@ -4,6 +4,8 @@ Scripts stay thin: they parse flags with these helpers, call `lib` methods, and 
 to `run`, which turns the project's errors into one line on stderr and exit status 2.
 """
 
+from __future__ import annotations
+
 import argparse
 import dataclasses
 import os
@@ -12,13 +14,25 @@ import sys
 import tempfile
 import traceback
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lib.errors import InputError, VizError
 
-ROOT = Path(__file__).resolve().parents[1]
+if TYPE_CHECKING:
+    import keras
+    from numpy.typing import ArrayLike
+
+    from lib.dataflow.images import Picture
+
+# The scripts' defaults: the sample images `data/samples` and the figures' folder `output/` of the
+# checkout that holds this `lib`. An installed copy has no checkout around it; its defaults are then
+# `data/samples` and `output/` in the current folder.
+_CHECKOUT = Path(__file__).resolve().parents[1]
+ROOT = _CHECKOUT if (_CHECKOUT / "pyproject.toml").is_file() else Path()
 SAMPLES_DIR = ROOT / "data" / "samples"
 # The ImageNet networks by name: builder module, builder, input side, default weights (None: random,
 # with a warning). The builders are imported only when chosen, which keeps a script's start-up short.
@@ -45,20 +59,20 @@ class Subject:
     """
 
     name: str
-    model: object
-    class_names: tuple
-    image_size: tuple | None
+    model: keras.Model
+    class_names: tuple[str, ...]
+    image_size: tuple[int, int] | None
     path: Path | None = None
 
 
-def model_names():
+def model_names() -> tuple[str, ...]:
     """Names accepted by `--model` besides a model file: the bundled models, then the ImageNet ones."""
     from lib.nets import bundled
 
     return (*bundled.names(), *IMAGENET_MODELS)
 
 
-def add_model_arguments(parser, default_model):
+def add_model_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
     """`--model` (a name or a saved Keras model), `--weights` and `--list-layers`."""
     parser.add_argument(
         "--model",
@@ -80,7 +94,7 @@ def add_model_arguments(parser, default_model):
     )
 
 
-def positive_int(text):
+def positive_int(text: str) -> int:
     """argparse type: an int of at least 1, so that a bad count fails while flags are parsed."""
     value = int(text)
     if value < 1:
@@ -88,7 +102,7 @@ def positive_int(text):
     return value
 
 
-def add_image_arguments(parser):
+def add_image_arguments(parser: argparse.ArgumentParser) -> None:
     """`--images` (a path or a named set, read with `image_sources`), `--batch-size` and `--crop`."""
     parser.add_argument(
         "--images",
@@ -109,7 +123,7 @@ def add_image_arguments(parser):
 IMAGE_SETS = ("photos", "grids")  # what `--images` names besides paths
 
 
-def image_sources(value):
+def image_sources(value: str | os.PathLike) -> list[str] | list[Picture]:
     """The images `--images` names: the files at a path, or the in-memory `Picture`s of a named set.
 
     A file or folder that exists wins over a set of the same name. The sets:
@@ -139,7 +153,7 @@ def image_sources(value):
     return [photos.grid_picture(names, cell=photos.GRID_CELL) for names in grids]
 
 
-def add_class_id_argument(parser, default):
+def add_class_id_argument(parser: argparse.ArgumentParser, default: str) -> None:
     """`--class-id`: one or more class ids or names; `default` says what happens without it."""
     parser.add_argument(
         "--class-id",
@@ -150,12 +164,12 @@ def add_class_id_argument(parser, default):
     )
 
 
-def add_output_arguments(parser, method):
+def add_output_arguments(parser: argparse.ArgumentParser, method: str) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "output" / method, help="folder for the figures")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 
 
-def load_subject(name, weights=None):
+def load_subject(name: str, weights: str | None = None) -> Subject:
     """Builds or loads the model that `--model` names, with its class names and input size.
 
     Args:
@@ -189,7 +203,7 @@ def load_subject(name, weights=None):
     return Subject(path.name, model, file_class_names(model), model_input_size(model), path)
 
 
-def check_model_arg(value):
+def check_model_arg(value: str) -> None:
     """Refuses a `--model` value that is neither a model name nor an existing .keras/.h5 file.
 
     Cheap (a file's first bytes are read, nothing is loaded), so that scripts can call it before they
@@ -213,7 +227,7 @@ def check_model_arg(value):
     _check_file_kind(path)
 
 
-def imagenet_builder(name):
+def imagenet_builder(name: str) -> Callable[..., keras.Model]:
     """The builder function of an ImageNet model of `IMAGENET_MODELS`, imported now."""
     import importlib
 
@@ -221,7 +235,7 @@ def imagenet_builder(name):
     return getattr(importlib.import_module(module_name), builder)
 
 
-def imagenet_weights(name, weights):
+def imagenet_weights(name: str, weights: str | None) -> str | None:
     """`weights`, or the ImageNet model's default; warns when that default leaves the weights random."""
     weights = IMAGENET_MODELS[name][3] if weights is None else weights
     if weights is None:
@@ -233,7 +247,7 @@ def imagenet_weights(name, weights):
     return weights
 
 
-def load_model_file(path):
+def load_model_file(path: str | os.PathLike) -> keras.Model:
     """A saved Keras model (.keras, .h5), loaded in safe mode: no Python code from the file runs.
 
     `lib.nets.layers`, which registers our custom layers, is imported first, so that models saved from
@@ -282,7 +296,7 @@ def _first_sentence(error, limit=160):
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def check_image_cnn(model, source):
+def check_image_cnn(model: keras.Model, source: object) -> None:
     """Refuses a model that the examples cannot explain: not one RGB image input (N, H, W, 3) and one
     output of class scores (N, classes), or without a Conv2D layer.
 
@@ -308,13 +322,13 @@ def check_image_cnn(model, source):
         raise InputError(f"model '{source}' has no Conv2D layer; the examples explain convolutional networks")
 
 
-def model_input_size(model):
+def model_input_size(model: keras.Model) -> tuple[int, int] | None:
     """(height, width) of a model's image input, or None if it takes images of any size."""
     height, width = tuple(model.inputs[0].shape)[1:3]
     return None if height is None or width is None else (int(height), int(width))
 
 
-def file_class_names(model):
+def file_class_names(model: keras.Model) -> tuple[str, ...]:
     """The ImageNet class names for a model with 1000 outputs, else 'class 0' .. 'class C-1'."""
     from lib.nets import imagenet
 
@@ -324,7 +338,7 @@ def file_class_names(model):
     return tuple(f"class {i}" for i in range(count))
 
 
-def list_layers(model):
+def list_layers(model: keras.Model) -> str:
     """The layers of `model` as a table: name, type, output shape, and whether the output is spatial.
 
     Names are those `--layer` takes: layers of nested models are prefixed with the nested model's
@@ -351,7 +365,7 @@ def list_layers(model):
     return "\n".join(lines)
 
 
-def default_layers(model, count):
+def default_layers(model: keras.Model, count: int) -> list[str]:
     """`count` spatial layers spread evenly over the depth of `model`, the deepest last.
 
     What a script shows without `--layer` when it has no hand-picked layers for the model. The
@@ -391,7 +405,13 @@ class ImageRun:
         print(run.summary())   # "12 images, 1 skipped: bad.jpg (cannot read image ...)"
     """
 
-    def __init__(self, paths, size, batch_size, crop=False):
+    def __init__(
+        self,
+        paths: Iterable[str | os.PathLike | Picture],
+        size: tuple[int, int] | None,
+        batch_size: int,
+        crop: bool = False,
+    ) -> None:
         self.paths, self.size, self.batch_size, self.crop = list(paths), size, batch_size, crop
         self.done, self.skipped = 0, []
 
@@ -407,14 +427,14 @@ class ImageRun:
             self.done += len(batch.paths)
             bar.add(len(batch.paths) + len(batch.skipped))
 
-    def summary(self):
+    def summary(self) -> str:
         text = f"{self.done} image{'' if self.done == 1 else 's'}, {len(self.skipped)} skipped"
         if self.skipped:
             text += ": " + "; ".join(f"{os.path.basename(path)} ({reason})" for path, reason in self.skipped)
         return text
 
 
-def progress(total):
+def progress(total: int) -> keras.utils.Progbar:
     """A `keras.utils.Progbar` over `total` images; call `.add(n)` after each batch.
 
     On a terminal the bar is redrawn in place; in logs and CI (no terminal) Keras prints one line at
@@ -425,7 +445,7 @@ def progress(total):
     return keras.utils.Progbar(total, unit_name="image", verbose=1 if sys.stdout.isatty() else 2)
 
 
-def parse_class_id(values, class_names):
+def parse_class_id(values: Sequence[str] | None, class_names: Sequence[str]) -> list[int] | None:
     """`--class-id` values (ids or class names) as a list of int ids, or None if the flag was not given.
 
     Raises:
@@ -449,26 +469,26 @@ def parse_class_id(values, class_names):
     return ids
 
 
-def softmax(logits):
+def softmax(logits: ArrayLike) -> np.ndarray:
     """float64 probabilities (..., classes) of logits (..., classes), computed without overflow."""
     logits = np.asarray(logits, np.float64)
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def top_classes(scores, k):
+def top_classes(scores: ArrayLike, k: int) -> np.ndarray:
     """int (N, k): each row's k highest-scoring class ids, highest first; ties keep the lower id first."""
     return np.argsort(-np.asarray(scores), axis=1, kind="stable")[:, :k]
 
 
-def chosen_classes(logits, class_ids, k):
+def chosen_classes(logits: ArrayLike, class_ids: Sequence[int] | None, k: int) -> np.ndarray:
     """int (N, K): the requested `class_ids` (K ids) for every image, or each one's top `k`."""
     if class_ids is not None:
         return np.tile(np.asarray(class_ids, np.int64), (len(logits), 1))
     return top_classes(logits, k)
 
 
-def top_labels(model, images, class_names, k=1):
+def top_labels(model: keras.Model, images: np.ndarray, class_names: Sequence[str], k: int = 1) -> list[str]:
     """'disk 0.61, cross 0.37' per image: the model's top-k classes (names cut to 18) and probabilities."""
     probabilities = softmax(model(images, training=False))  # (N, classes)
     return [
@@ -477,13 +497,13 @@ def top_labels(model, images, class_names, k=1):
     ]
 
 
-def score_title(class_names, class_id, logits):
+def score_title(class_names: Sequence[str], class_id: int, logits: np.ndarray) -> str:
     """'disk  p=0.93, logit 7.1' for one image's logits (classes,)."""
     probability = softmax(logits)[class_id]
     return f"{class_names[class_id]}  p={probability:.2f}, logit {logits[class_id]:.1f}"
 
 
-def unique_stems(paths):
+def unique_stems(paths: Iterable[str | os.PathLike]) -> list[str]:
     """File stems, with a counter added where two files in different folders share one."""
     stems, seen = [], {}
     for path in paths:
@@ -493,7 +513,7 @@ def unique_stems(paths):
     return stems
 
 
-def prepare_output(folder):
+def prepare_output(folder: str | os.PathLike) -> Path:
     """Creates the output folder and proves it is writable, before any work is done.
 
     Raises:
@@ -511,7 +531,7 @@ def prepare_output(folder):
     return folder
 
 
-def run(main, args):
+def run(main: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
     """Runs a script's `main(args)`: project errors become one stderr line and exit status 2.
 
     Warnings print as one `warning: ...` line each. `args.debug` shows the traceback instead.

@@ -10,16 +10,22 @@ Usage:
     result = load_images("photos/", size=224)  # result.images: float32 (N, 224, 224, 3)
 """
 
+from __future__ import annotations
+
 import dataclasses
 import itertools
 import os
 import re
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from PIL import Image
 
 from lib.errors import InputError, MissingFileError
+
+Size = int | tuple[int, int]  # a target size: square, or (height, width)
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff")
 MAX_PIXELS = 50_000_000
@@ -40,8 +46,8 @@ class LoadResult:
     """
 
     images: np.ndarray
-    paths: list
-    skipped: list
+    paths: list[str | Picture]
+    skipped: list[tuple[str | Picture, str]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,10 +65,10 @@ class Picture:
     """
 
     name: str
-    loader: object = dataclasses.field(repr=False)
+    loader: Callable[..., ArrayLike] = dataclasses.field(repr=False)
     args: tuple = ()
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or os.path.basename(self.name) != self.name:
             raise InputError(f"Picture name {self.name!r} is invalid; pass a file name such as 'grid.png'")
         if not callable(self.loader) or not isinstance(self.args, tuple):
@@ -72,10 +78,10 @@ class Picture:
         except TypeError:
             raise InputError(f"Picture '{self.name}' has unhashable args; pass tuples, not lists") from None
 
-    def __fspath__(self):
+    def __fspath__(self) -> str:
         return self.name
 
-    def load(self):
+    def load(self) -> np.ndarray:
         """The image, checked: (H, W, 3) of a numeric dtype, finite.
 
         Raises:
@@ -90,7 +96,10 @@ class Picture:
         return image
 
 
-def read_image(path):
+ImageSource = str | os.PathLike | Picture  # what the readers take: a file, or an image made in memory
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read one image file as RGB.
 
     Args:
@@ -182,7 +191,7 @@ def _as_pixels(array, what, finite=True):
     return pixels
 
 
-def check_images(images, finite=True):
+def check_images(images: ArrayLike, finite: bool = True) -> np.ndarray:
     """Validate an image batch given as an array, and return it as float32.
 
     Args:
@@ -255,7 +264,7 @@ def _target_shape(shape, target):
     return tuple(value if side == min(shape) else max(1, round(side * scale)) for side in shape)
 
 
-def resize(image, size=None, shortest_side=None):
+def resize(image: ArrayLike, size: Size | None = None, shortest_side: int | None = None) -> np.ndarray:
     """Resize one image with antialiased bilinear interpolation.
 
     Pillow's bilinear filter widens with the reduction factor, so shrinking averages every source pixel
@@ -292,7 +301,7 @@ def resize(image, size=None, shortest_side=None):
     return np.stack(channels, axis=-1)
 
 
-def centre_crop(image, aspect):
+def centre_crop(image: np.ndarray, aspect: float) -> np.ndarray:
     """The largest centred window of `image` whose width / height is `aspect` (within a pixel).
 
     Args:
@@ -326,7 +335,7 @@ def _is_image_name(name):
     return not name.startswith(".") and name.rpartition(".")[2].lower() in IMAGE_EXTENSIONS
 
 
-def list_images(path, recursive=True):
+def list_images(path: str | os.PathLike, recursive: bool = True) -> list[str]:
     """List the image files at `path`.
 
     Args:
@@ -357,7 +366,7 @@ def list_images(path, recursive=True):
     return sorted(found)
 
 
-def class_folders(root):
+def class_folders(root: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:
     """List a labelled folder laid out as `root/<class name>/<images>`.
 
     Every visible subfolder is a class, in sorted order; an empty one keeps its id but warns.
@@ -459,7 +468,12 @@ def _stack(images, kept, skipped):
     return LoadResult(stacked, kept, skipped)
 
 
-def load_images(paths, size=None, shortest_side=None, crop=False):
+def load_images(
+    paths: Sequence[ImageSource] | str | os.PathLike,
+    size: Size | None = None,
+    shortest_side: int | None = None,
+    crop: bool = False,
+) -> LoadResult:
     """Read image files into one batch, skipping (with a warning) those that cannot be read.
 
     Args:
@@ -485,7 +499,13 @@ def load_images(paths, size=None, shortest_side=None, crop=False):
     return result
 
 
-def iter_batches(paths, batch_size, size=None, shortest_side=None, crop=False):
+def iter_batches(
+    paths: Sequence[ImageSource] | str | os.PathLike,
+    batch_size: int,
+    size: Size | None = None,
+    shortest_side: int | None = None,
+    crop: bool = False,
+) -> Iterator[LoadResult]:
     """Lazily read image files a batch at a time, for folders too large to hold in memory.
 
     Arguments are checked at the call, files are read as the batches are consumed. Unreadable files are

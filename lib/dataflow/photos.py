@@ -1,4 +1,4 @@
-"""Real photographs that ship inside packages of requirements.txt, and 2x2 grids of them with ground truth.
+"""Real photographs that ship inside packages the project depends on, and 2x2 grids of them with ground truth.
 
 The files are read where pip put them (never copied into the repository), found with
 `importlib.util.find_spec`, which locates a package without running its code. `PHOTOS` says for each one
@@ -18,8 +18,10 @@ Usage:
 import dataclasses
 import math
 import os
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from lib.dataflow.images import Picture, _positive_int, centre_crop, read_image, resize
 from lib.errors import InputError, MissingFileError
@@ -165,7 +167,7 @@ DEFAULT_GRIDS = (
 GRID_CELL = 224  # cell side of `--images grids`: the input size of the ImageNet networks
 
 
-def names():
+def names() -> tuple[str, ...]:
     """The registered photo names, sorted."""
     return tuple(sorted(PHOTOS))
 
@@ -176,7 +178,7 @@ def _photo(name):
     return PHOTOS[name]
 
 
-def photo_path(name):
+def photo_path(name: str) -> str:
     """Where the photo `name` lies in its installed package, found without importing the package.
 
     Raises:
@@ -199,18 +201,20 @@ def photo_path(name):
     )
 
 
-def load(name):
+def load(name: str) -> np.ndarray:
     """The photo `name` as uint8 (H, W, 3) RGB (grayscale photos repeat their gray level)."""
     return read_image(photo_path(name))
 
 
-def picture(name):
+def picture(name: str) -> Picture:
     """The photo `name` as a `Picture` for the image pipeline, displayed as e.g. "chelsea.png"."""
     extension = os.path.splitext(_photo(name).path)[1]
     return Picture(f"{name}{extension}", load, (name,))
 
 
-def compose_grid(images, cell=224, cols=2):
+def compose_grid(
+    images: Sequence[ArrayLike], cell: int = 224, cols: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
     """Images side by side in square cells, row-major, each centre-cropped to a square and resized.
 
     Args:
@@ -240,12 +244,12 @@ def compose_grid(images, cell=224, cols=2):
     return grid, cells
 
 
-def grid_image(names, cell=GRID_CELL, cols=2):
+def grid_image(names: Sequence[str], cell: int = GRID_CELL, cols: int = 2) -> np.ndarray:
     """float32 (rows * cell, cols * cell, 3): the grid of the photos `names`, as `compose_grid` makes it."""
     return compose_grid([load(name) for name in names], cell, cols)[0]
 
 
-def grid_picture(names, cell=GRID_CELL):
+def grid_picture(names: Sequence[str], cell: int = GRID_CELL) -> Picture:
     """A 2x2 grid of the photos `names` as a `Picture`, displayed as "grid_<name>_<name>_....png".
 
     Its `args` are `(names, cell)`: the photos in cell order, for a script that scores the cells.
@@ -256,7 +260,9 @@ def grid_picture(names, cell=GRID_CELL):
     return Picture(f"grid_{'_'.join(names)}.png", grid_image, (names, cell))
 
 
-def load_grids(arrangements, cell=224, cols=2):
+def load_grids(
+    arrangements: Sequence[Sequence[str]], cell: int = 224, cols: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
     """Grids of registered photos, one per tuple of names, each photo read once.
 
     Args:
@@ -273,7 +279,7 @@ def load_grids(arrangements, cell=224, cols=2):
     return np.stack([grid for grid, _ in grids]), grids[0][1]
 
 
-def cell_masks(cells, class_ids):
+def cell_masks(cells: ArrayLike, class_ids: ArrayLike) -> np.ndarray:
     """Masks of grids in the convention of `lib.metrics`: c + 1 on the cell of an image of class c, else 0.
 
     With them, `lib.metrics.pointing_game(maps, masks, ids)` is the rate at which a class map peaks in the
@@ -318,7 +324,7 @@ def cell_masks(cells, class_ids):
 _TRIES = 100  # permutations drawn before a block gives up balance for distinctness
 
 
-def arrangements(names, count, seed, per_grid=4):
+def arrangements(names: Sequence[str], count: int, seed: int, per_grid: int = 4) -> list[tuple[str, ...]]:
     """`count` distinct ordered tuples of `per_grid` distinct names: the grids an evaluation uses.
 
     The tuples come in blocks of cyclic shifts of a random order of the names, so that within a block each

@@ -21,6 +21,7 @@ Usage:
 """
 
 import hashlib
+import os
 import string
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -92,15 +93,15 @@ def _mbconv(x, prefix, expand, kernel, stride, channels):
 
 
 def efficientnet_lite0(
-    weights=None,
-    include_top=True,
-    classes=1000,
-    input_shape=None,
-    classifier_activation=None,
+    weights: str | os.PathLike | None = None,
+    include_top: bool = True,
+    classes: int = 1000,
+    input_shape: tuple[int | None, int | None, int] | None = None,
+    classifier_activation: str | None = None,
     *,
-    skip_weights=(),
-    name="efficientnet_lite0",
-):
+    skip_weights: Iterable[str] = (),
+    name: str = "efficientnet_lite0",
+) -> keras.Model:
     """Builds EfficientNet-Lite0 taking RGB images in 0-255 and doing its preprocessing inside.
 
     Layers are named as in `keras.applications.EfficientNetB0`: `preprocess` (`(x - 127) / 128`),
@@ -228,7 +229,9 @@ def _read_arrays(path) -> dict[str, list[np.ndarray]]:
     )
 
 
-def load_efficientnet_lite0_weights(model, source, *, skip_weights: Iterable[str] = ()) -> None:
+def load_efficientnet_lite0_weights(
+    model: keras.Model, source: str | os.PathLike, *, skip_weights: Iterable[str] = ()
+) -> None:
     """Loads EfficientNet-Lite0 weights into a model built by `efficientnet_lite0`, all or nothing.
 
     Args:

@@ -5,6 +5,9 @@ normalisation after the first two convolution stages, no auxiliary heads (infere
 The same inception code builds the narrow variants the project trains itself (`lib.nets.bundled`).
 """
 
+import os
+from collections.abc import Iterable
+
 import keras
 
 from lib.nets.layers import CaffePreprocess, LocalResponseNorm, conv_relu
@@ -52,18 +55,18 @@ def inception(x, block, widths, batch_norm=False):
 
 
 def googlenet(
-    weights=None,
-    include_top=True,
-    classes=1000,
-    input_shape=None,
-    classifier_activation=None,
+    weights: str | os.PathLike | None = None,
+    include_top: bool = True,
+    classes: int = 1000,
+    input_shape: tuple[int | None, int | None, int] | None = None,
+    classifier_activation: str | None = None,
     *,
-    width=1.0,
-    last_block="5b",
-    batch_norm=False,
-    skip_weights=(),
-    name="googlenet",
-):
+    width: float = 1.0,
+    last_block: str = "5b",
+    batch_norm: bool = False,
+    skip_weights: Iterable[str] = (),
+    name: str = "googlenet",
+) -> keras.Model:
     """Builds GoogLeNet taking RGB images in 0-255 and doing the Caffe preprocessing inside.
 
     Layers follow the caffe-tensorflow names: `conv1_7x7_s2, pool1_3x3_s2, pool1_norm1,

@@ -78,7 +78,15 @@ class LocalResponseNorm(keras.layers.Layer):
         return {**super().get_config(), **config}
 
 
-def conv_relu(x, filters, kernel, name, strides=1, padding="same", batch_norm=False):
+def conv_relu(
+    x: keras.KerasTensor,
+    filters: int,
+    kernel: int | tuple[int, int],
+    name: str,
+    strides: int = 1,
+    padding: str = "same",
+    batch_norm: bool = False,
+) -> keras.KerasTensor:
     """A convolution with ReLU named `name`, the unit both builders are made of.
 
     With `batch_norm`, the layers are `name` (convolution, no bias), `name_bn` and `name_relu`:
@@ -94,7 +102,7 @@ def conv_relu(x, filters, kernel, name, strides=1, padding="same", batch_norm=Fa
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def fold_batch_norm(trained, plain):
+def fold_batch_norm(trained: keras.Model, plain: keras.Model) -> None:
     """Copies a `batch_norm=True` model's weights into the same architecture built without it.
 
     Inference-time batch normalisation is a per-channel affine map, so it folds exactly into the

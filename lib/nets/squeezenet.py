@@ -8,6 +8,9 @@ classes followed by ReLU and global average pooling (Network-in-Network style), 
 channel of a class is its class activation map.
 """
 
+import os
+from collections.abc import Iterable
+
 import keras
 
 from lib.nets.layers import CaffePreprocess, conv_relu
@@ -37,15 +40,15 @@ def fire(x, index, squeeze, expand):
 
 
 def squeezenet(
-    weights=None,
-    include_top=True,
-    classes=1000,
-    input_shape=None,
-    classifier_activation=None,
+    weights: str | os.PathLike | None = None,
+    include_top: bool = True,
+    classes: int = 1000,
+    input_shape: tuple[int | None, int | None, int] | None = None,
+    classifier_activation: str | None = None,
     *,
-    skip_weights=(),
-    name="squeezenet",
-):
+    skip_weights: Iterable[str] = (),
+    name: str = "squeezenet",
+) -> keras.Model:
     """Builds SqueezeNet v1.1 taking RGB images in 0-255 and doing the Caffe preprocessing inside.
 
     Layers: `conv1` (3x3 stride 2, 'valid'), `pool1`, `fire2_squeeze1x1, fire2_expand1x1,

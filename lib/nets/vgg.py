@@ -5,6 +5,9 @@ The same builder makes the narrow, global-average-pooling variants the project t
 (`lib.nets.bundled`), so every VGG-style model here shares one architecture definition.
 """
 
+import os
+from collections.abc import Iterable, Sequence
+
 import keras
 
 from lib.nets.layers import CaffePreprocess, conv_relu
@@ -14,20 +17,20 @@ VGG19_CONVS_PER_BLOCK = (2, 2, 4, 4, 4)
 
 
 def vgg19(
-    weights=None,
-    include_top=True,
-    classes=1000,
-    input_shape=None,
-    classifier_activation=None,
+    weights: str | os.PathLike | None = None,
+    include_top: bool = True,
+    classes: int = 1000,
+    input_shape: tuple[int | None, int | None, int] | None = None,
+    classifier_activation: str | None = None,
     *,
-    widths=VGG19_WIDTHS,
-    convs_per_block=VGG19_CONVS_PER_BLOCK,
-    top="fc",
-    fc_width=4096,
-    batch_norm=False,
-    skip_weights=(),
-    name="vgg19",
-):
+    widths: Sequence[int] = VGG19_WIDTHS,
+    convs_per_block: Sequence[int] = VGG19_CONVS_PER_BLOCK,
+    top: str = "fc",
+    fc_width: int = 4096,
+    batch_norm: bool = False,
+    skip_weights: Iterable[str] = (),
+    name: str = "vgg19",
+) -> keras.Model:
     """Builds VGG19 taking RGB images in 0-255 and doing the Caffe preprocessing inside.
 
     Layers are named `conv1_1 .. conv5_4` (3x3 convolutions with fused ReLU), `pool1 .. pool5`,
