@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import imageio.v3 as iio
 import numpy as np
 
+from lib.atomic import write_atomically
 from lib.cli import SAMPLES_DIR
 from lib.dataflow.shapes import CLASS_NAMES, generate
 
@@ -36,7 +37,7 @@ def main(args):
     labels = [[int(label)] for label in single_labels] + [list(map(int, pair)) for pair in pair_labels]
     for index, (image, classes) in enumerate(zip(images, labels, strict=True)):
         path = args.out / f"{index:02d}_{'_'.join(CLASS_NAMES[c] for c in classes)}.png"
-        iio.imwrite(path, image)
+        write_atomically(path, lambda file, image=image: iio.imwrite(file, image, extension=".png"))
         print(f"wrote {path}")
 
 

@@ -19,9 +19,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from lib.atomic import atomic_path
 from lib.dataflow.shapes import CLASS_NAMES, generate
 from lib.nets import bundled
 from lib.nets.layers import fold_batch_norm
+from lib.plot import save_text
 
 TRAIN_SEED = 1
 VALIDATION_SEED = 2
@@ -122,10 +124,9 @@ def main(args):
         model, seconds = train(name, args)
         scores = bundled.evaluate(model, seed=TEST_SEED)
         weights = args.out / f"{name}.weights.h5"
-        partial = weights.with_name(f"{name}.partial.weights.h5")
-        model.save_weights(partial)
-        partial.replace(weights)
-        (args.out / f"{name}.md").write_text(model_card(name, args, seconds, scores))
+        with atomic_path(weights) as tmp:
+            model.save_weights(tmp)
+        save_text(args.out / f"{name}.md", model_card(name, args, seconds, scores))
         print(
             f"[{name}] top-1 {scores['top1']:.2%}, two-object top-2 {scores['two_object_top2']:.2%}, "
             f"{seconds / 60:.1f} min; wrote {weights}"

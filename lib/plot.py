@@ -1,4 +1,4 @@
-"""Drawing and saving: heatmap overlays, display scaling, image grids and mosaics, atomic file writes.
+"""Drawing and saving: heatmap overlays, display scaling, image grids and mosaics, saved atomically.
 
 Nothing here knows about the methods: it takes arrays and returns arrays or figures. Figures are
 `matplotlib.figure.Figure` objects made directly, not through `pyplot`, so no backend is chosen and
@@ -9,10 +9,7 @@ Conventions: RGB images are uint8 in 0-255 or float in [0, 1] when drawn; heatma
 `(H, W)` in [0, 1].
 """
 
-import contextlib
 import io
-import os
-import secrets
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +19,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image
 
+from lib.atomic import atomic_path as atomic_path  # where callers first found it; it lives in lib.atomic
+from lib.atomic import write_atomically
 from lib.errors import InputError
 
 # Title and label sizes, in points, chosen to stay readable when a figure is viewed at 100 dpi.
@@ -299,48 +298,6 @@ def mosaic(maps, ncols, tile=64, gap=4, label_room=16):
     return grid, anchors
 
 
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary path beside `path` to write to; renames it over `path` when the block ends.
-
-    The temporary name ends with `path`'s name, so writers that check or add a suffix (Keras
-    `save_weights` wants `.weights.h5`, `np.savez` adds `.npz`) keep it. The rename is atomic on one
-    file system: readers see the old file or the complete new one, never a partial write. If the
-    block raises, the temporary file is removed and `path` is untouched.
-
-    Usage:
-        with atomic_path(out / "epoch-001.weights.h5") as tmp:
-            model.save_weights(tmp)
-
-    Args:
-        path: the final file; missing parent folders are created.
-
-    Yields:
-        The temporary `Path`; the block must create it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{secrets.token_hex(4)}-{path.name}")
-    try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the data reaches the disk before the rename makes it visible
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write(path, write):
-    """Calls `write(file)` on a new binary file beside `path`, then renames it over `path` (`atomic_path`)."""
-    with atomic_path(path) as tmp, open(tmp, "xb") as file:  # "x" honours the umask, like any new file
-        write(file)
-    return Path(path)
-
-
 def save_figure(fig, path, dpi=100, close=True, colors=None):
     """Renders `fig` to `path` atomically; the format follows the suffix (`.png`, `.pdf`, `.svg`...).
 
@@ -366,9 +323,9 @@ def save_figure(fig, path, dpi=100, close=True, colors=None):
     fmt = path.suffix.lstrip(".").lower() or "png"
     try:
         if colors is None:
-            return _atomic_write(path, lambda file: fig.savefig(file, format=fmt, dpi=dpi))
+            return write_atomically(path, lambda file: fig.savefig(file, format=fmt, dpi=dpi))
         _check_colors(colors, fmt)
-        return _atomic_write(path, lambda file: _save_palette_png(fig, file, dpi, colors))
+        return write_atomically(path, lambda file: _save_palette_png(fig, file, dpi, colors))
     finally:
         if close and getattr(fig.canvas, "manager", None) is not None:
             import matplotlib.pyplot as plt  # only for figures pyplot already manages
@@ -394,12 +351,12 @@ def _save_palette_png(fig, file, dpi, colors):
 
 def save_text(path, text):
     """Writes `text` to exactly `path` as UTF-8, atomically (e.g. a CSV table). Returns the `Path`."""
-    return _atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+    return write_atomically(path, lambda file: file.write(text.encode("utf-8")))
 
 
 def save_array(path, array):
     """Writes `array` to exactly `path` in `.npy` format, atomically. Returns the `Path`."""
-    return _atomic_write(path, lambda file: np.save(file, np.asarray(array), allow_pickle=False))
+    return write_atomically(path, lambda file: np.save(file, np.asarray(array), allow_pickle=False))
 
 
 def save_mat(path, mdict):
@@ -413,4 +370,4 @@ def save_mat(path, mdict):
     bad = [key for key in mdict if not isinstance(key, str)]
     if bad:
         raise InputError(f"save_mat keys {bad} are not strings; MATLAB variables need names")
-    return _atomic_write(path, lambda file: scipy.io.savemat(file, mdict))
+    return write_atomically(path, lambda file: scipy.io.savemat(file, mdict))

@@ -13,7 +13,6 @@ from PIL import Image
 
 from lib.errors import InputError
 from lib.plot import (
-    atomic_path,
     figure_rows,
     image_grid,
     mosaic,
@@ -151,19 +150,6 @@ def test_save_array_and_mat_round_trip(tmp_path):
     with pytest.raises(InputError, match="not strings"):
         save_mat(tmp_path / "bad.mat", {1: maps})
     assert not (tmp_path / "bad.mat").exists()
-
-
-def test_atomic_path_keeps_the_suffix_renames_on_success_and_cleans_up_on_failure(tmp_path):
-    target = tmp_path / "sub" / "state.npz"
-    with atomic_path(target) as tmp:
-        assert tmp.parent == target.parent and tmp.name.endswith("state.npz") and tmp != target
-        np.savez(tmp, a=np.arange(3))  # np.savez would append .npz to a name without it
-    np.testing.assert_array_equal(np.load(target)["a"], np.arange(3))
-    with pytest.raises(RuntimeError, match="boom"), atomic_path(target) as tmp:
-        tmp.write_bytes(b"partial")
-        raise RuntimeError("boom")
-    np.testing.assert_array_equal(np.load(target)["a"], np.arange(3))
-    assert [p.name for p in target.parent.iterdir()] == ["state.npz"]
 
 
 def test_save_text_writes_utf8_and_replaces_the_old_file(tmp_path):

@@ -15,11 +15,11 @@ Usage:
 import functools
 import math
 import os
-import tempfile
 
 import imageio.v3 as iio
 import numpy as np
 
+from lib.atomic import write_atomically
 from lib.errors import InputError
 
 # Sorted, so that `images.class_folders` on a folder from `write_image_folder` gives the same class ids.
@@ -295,18 +295,6 @@ def write_image_folder(root, num_images, seed, size=64):
     for i in range(num_images):
         image, labels, _, _ = _render(seed, i, h, w, 1)
         path = os.path.join(root, CLASS_NAMES[labels[0]], f"{i:0{digits}d}.png")
-        _write_atomically(path, image)
+        write_atomically(path, lambda file, image=image: iio.imwrite(file, image, extension=".png"))
         paths.append(path)
     return paths
-
-
-def _write_atomically(path, image):
-    # A reader (or an interrupted run) never sees a half-written file: write aside, then rename.
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".", suffix=".tmp")
-    os.close(fd)
-    try:
-        iio.imwrite(tmp, image, extension=".png")
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise

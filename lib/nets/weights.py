@@ -27,7 +27,6 @@ import http.client
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -35,6 +34,7 @@ from collections.abc import Iterable, Mapping
 import h5py
 import numpy as np
 
+from lib.atomic import write_atomically
 from lib.errors import WeightsError
 from lib.nets.safe_npy import NPY_MAGIC, existing_file, load_npy_dict, load_pickle_dict, short_reason
 from lib.nets.vgg import VGG19_CONVS_PER_BLOCK
@@ -246,23 +246,19 @@ def _open_url(url):
 
 def _download(url: str, target: str, md5: str) -> None:
     """Streams `url` to a temporary file beside `target` and renames it into place once verified."""
+
+    def stream(out):
+        digest = hashlib.md5(usedforsecurity=False)
+        while chunk := response.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+        if digest.hexdigest() != md5:  # raising here leaves no file at all
+            raise WeightsError(
+                f"the download of {url} is corrupted (md5 {digest.hexdigest()} != {md5}); try again"
+            )
+
     with _open_url(url) as response:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        fd, part = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".part")
-        try:
-            digest = hashlib.md5(usedforsecurity=False)
-            with os.fdopen(fd, "wb") as out:
-                while chunk := response.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != md5:
-                raise WeightsError(
-                    f"the download of {url} is corrupted (md5 {digest.hexdigest()} != {md5}); try again"
-                )
-            os.replace(part, target)
-        finally:
-            if os.path.exists(part):
-                os.remove(part)
+        write_atomically(target, stream)
 
 
 def imagenet_vgg19_file(include_top: bool = True) -> str:
