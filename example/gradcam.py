@@ -17,21 +17,14 @@ lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays off the 
 # isort: split
 import numpy as np
 
-from lib import cli, plot
+from lib import cli, plot, pointing
 from lib.errors import InputError
 from lib.methods.grad_cam import GradCAM, GuidedGradCAM
-from lib.metrics import as_class_maps
 
 TOP_K = 2  # default classes per image: two-object samples then show one map per object
 OVERVIEW_IMAGES = 12  # the overview figure shows the first images of a run, not a whole folder
 OVERVIEW_DPI = 80  # 12 images fit a README at full size
 COLORS = 256  # palette PNGs: the noisy backgrounds of the shapes make full-colour files 3x larger
-POINTING_SEED = 11  # generator seed of the pointing-game images (never used in training)
-# Per bundled model: the last spatial layer (what CAM uses) and an earlier one, to show the layer matters.
-POINTING_LAYERS = {
-    "shapes_vgg": ("conv4_2", "conv3_2"),
-    "shapes_googlenet": ("inception_3b_output", "inception_3a_output"),
-}
 
 
 def parse_args(argv=None):
@@ -144,68 +137,22 @@ def explain_images(args):
     return 0
 
 
-def centre_maps(shape):
-    """float (N, 2, H, W): a Gaussian peaked at the image centre, the pointing game's prior baseline."""
-    n, _, h, w = shape
-    yy, xx = np.mgrid[:h, :w]
-    bump = np.exp(-(((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (2 * (h / 4) ** 2)))
-    return np.broadcast_to(bump, shape)
-
-
-def batched(method, images, ids, batch_size, label):
-    """A method's maps for all images, in batches, with progress, as `lib.metrics.as_class_maps`."""
-    progress = cli.progress(len(images))
-    maps = []
-    for start in range(0, len(images), batch_size):
-        out = method(images[start : start + batch_size], ids[start : start + batch_size])
-        maps.append(as_class_maps(out))
-        progress.add(len(maps[-1]))
-    print(f"  {label} done")
-    return np.concatenate(maps)
-
-
-POINTING_TOLERANCES = (0, 1, 4)  # pixels; 4 px at 64 px is the original game's 15 px at 224 px
-
-
 def pointing_game_table(num_images, batch_size):
     """Markdown table: pointing game and energy in mask of every class-map method on two-object images."""
-    from lib.dataflow.shapes import generate
-    from lib.methods.cam import CAM
-    from lib.methods.guided_backprop import GuidedBackprop
-    from lib.metrics import energy_in_mask, pointing_game
-    from lib.nets import bundled
-
     if num_images < 1:
         raise InputError(f"--pointing-game {num_images}; pass a number of images >= 1")
-    images, labels, masks = generate(num_images, seed=POINTING_SEED, objects_per_image=2)
-    images, labels = images.astype(np.float32), labels.astype(np.int32)  # (N, 64, 64, 3), (N, 2)
-    print(f"pointing game on {num_images} two-object images (lib.dataflow.shapes seed {POINTING_SEED})")
-    results = [
-        ("-", "centre-peaked Gaussian (baseline)", "-", centre_maps((num_images, 2, *masks.shape[1:])))
-    ]
-    for name in bundled.names():
-        model = bundled.load(name)
-        last = bundled.LAST_CONV_LAYER[name]
-        methods = [("Grad-CAM", layer, GradCAM(model, layer)) for layer in POINTING_LAYERS[name]]
-        cam = CAM(model)
-        methods += [
-            ("CAM", cam.layer, cam),
-            ("Guided Grad-CAM (magnitude)", last, GuidedGradCAM(model, last)),
-            ("guided backprop (magnitude)", "-", GuidedBackprop(model)),
-        ]
-        for method_name, layer, method in methods:
-            maps = batched(method, images, labels, batch_size, f"{name} {method_name} {layer}")
-            results.append((name, method_name, layer, maps))
-    near = " | ".join(f"within {t} px" for t in POINTING_TOLERANCES[1:])
-    lines = [
-        f"| model | method | layer | pointing game | {near} | energy in mask |",
-        "| --- | --- | --- | --- |" + " --- |" * len(POINTING_TOLERANCES),
-    ]
-    for name, method_name, layer, maps in results:
-        rates = [pointing_game(maps, masks, labels, tolerance=t) for t in POINTING_TOLERANCES]
-        rates.append(energy_in_mask(maps, masks, labels))
-        lines.append(f"| {name} | {method_name} | {layer} | " + " | ".join(f"{r:.1%}" for r in rates) + " |")
-    return "\n".join(lines)
+    print(f"pointing game on {num_images} two-object images (lib.dataflow.shapes seed {pointing.SEED})")
+    bars = {}
+
+    def progress(label, done, total):  # a bar per method, and a line when it is done
+        if done == 0:
+            bars[label] = cli.progress(total)
+            return
+        bars[label].update(done)
+        if done == total:
+            print(f"  {label} done")
+
+    return pointing.pointing_table(pointing.pointing_scores(num_images, batch_size, progress=progress))
 
 
 def grid_pointing_game_table(num_grids):

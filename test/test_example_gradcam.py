@@ -1,6 +1,5 @@
 """example/gradcam.py: maps agree with the library, class discrimination, determinism, bad input."""
 
-import re
 from pathlib import Path
 
 import example_support
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 from example_support import assert_picture, load_example
 
-from lib import cli
+from lib import cli, pointing
 from lib.dataflow.images import load_images
 from lib.dataflow.shapes import CLASS_NAMES
 from lib.methods.grad_cam import GradCAM, GuidedGradCAM
@@ -131,23 +130,13 @@ def test_a_folder_of_unreadable_images_exits_2(tmp_path):
     assert files(tmp_path / "out") == []
 
 
-def test_pointing_game_table_gives_grad_cam_equal_to_cam_and_beats_the_baseline():
-    table = gradcam.pointing_game_table(24, batch_size=12)
-    rows = {}
-    for line in table.splitlines()[2:]:
-        model, method, layer, *rates = (cell.strip() for cell in line.strip("|").split("|"))
-        rows[model, method, layer] = [float(rate.rstrip("%")) for rate in rates]
-    assert len(rows) == 1 + 5 * len(bundled.names())
-    baseline = rows["-", "centre-peaked Gaussian (baseline)", "-"]
-    for name in bundled.names():
-        last = bundled.LAST_CONV_LAYER[name]
-        assert rows[name, "Grad-CAM", last] == rows[name, "CAM", last]  # the same maps at the pooled layer
-        hit, within_1, within_4, _ = rows[name, "Grad-CAM", last]
-        assert hit <= within_1 <= within_4  # a looser game never scores lower
-        assert within_4 >= 80.0 and hit > baseline[0] + 25  # on 500 images: about 93% and 60%
-        guided = rows[name, "Guided Grad-CAM (magnitude)", last]
-        assert guided[1] >= 80.0  # edges: on 500 images 88-98% within 1 px
-    assert re.search(r"\| - \| centre-peaked", table)
+def test_pointing_game_flag_prints_the_library_table_after_each_methods_progress():
+    status, stdout, _, _ = run_script("--pointing-game", "2", "--batch-size", "2")
+    assert status == 0
+    assert stdout.startswith("pointing game on 2 two-object images (lib.dataflow.shapes seed 11)\n")
+    assert stdout.endswith(pointing.pointing_table(pointing.pointing_scores(2, batch_size=2)) + "\n")
+    done = [line for line in stdout.splitlines() if line.endswith(" done")]
+    assert done[0] == "  shapes_vgg Grad-CAM conv4_2 done" and len(done) == 5 * len(bundled.names())
 
 
 @pytest.mark.slow
