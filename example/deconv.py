@@ -25,6 +25,7 @@ from lib import cli, plot
 from lib.dataflow.images import load_images
 from lib.dataflow.shapes import CLASS_NAMES, generate
 from lib.errors import InputError
+from lib.methods.deconv_analysis import object_shares
 from lib.methods.deconvnet import Deconvnet
 from lib.nets import bundled
 
@@ -175,35 +176,6 @@ def outline(image, box, colour=BOX_COLOUR):
     return out
 
 
-def window(array, box):
-    """The `box` (top, left, bottom, right) of a 2-D array, False/0 where it leaves the array."""
-    top, left, bottom, right = box
-    out = np.zeros((bottom - top, right - left), array.dtype)
-    t, le, b, r = max(top, 0), max(left, 0), min(bottom, array.shape[0]), min(right, array.shape[1])
-    out[t - top : b - top, le - left : r - left] = array[t:b, le:r]
-    return out
-
-
-def object_shares(result, field):
-    """Per activation: (share of the reconstruction's energy on the object, object's share of the field).
-
-    Both are NaN for sources without a mask (image files). The field counts only its pixels in the image.
-    """
-    shares, top = [], result.top
-    for rec, mask, (row, col) in zip(top.reconstructions, result.masks, top.positions, strict=True):
-        if mask is None:
-            shares.append((np.nan, np.nan))
-            continue
-        box = field.box(row, col)  # unclipped, as the reconstructions are cut
-        on_object, in_image = window(mask > 0, box), window(np.ones(mask.shape, bool), box)
-        energy = (rec.astype(np.float64) ** 2).sum(axis=-1)  # (Rh, Rw)
-        total = energy.sum()
-        shares.append(
-            (energy[on_object].sum() / total if total > 0 else 0.0, on_object.sum() / in_image.sum())
-        )
-    return np.array(shares).reshape(-1, 2)
-
-
 def top_titles(top, names):
     return [f"ch {c}  {v:.3g}\n{n[:18]}" for c, v, n in zip(top.channels, top.values, names, strict=True)]
 
@@ -298,7 +270,7 @@ def write_top(args, subject, results, out):
             f"over {result.searched} images, receptive field {field.size[0]}x{field.size[1]} px"
         )
         feat, im, both = top_figures(result.top, result.names, result.sources, heading)
-        shares = object_shares(result, field)
+        shares = object_shares(result.top, result.masks, field)
         report_shares(layer, shares)
         stem = out / layer.replace("/", "_")  # a nested model's layer, 'block/conv2', as one file name
         written += [

@@ -2,7 +2,6 @@
 
 import csv
 from pathlib import Path
-from types import SimpleNamespace
 
 import imageio.v3 as iio
 import numpy as np
@@ -13,7 +12,6 @@ from lib import cli
 from lib.dataflow.images import load_images
 from lib.dataflow.shapes import generate
 from lib.methods.deconvnet import Deconvnet
-from lib.methods.receptive_field import Field
 from lib.nets import bundled
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,23 +67,6 @@ def test_table_is_the_library_top_activations_over_samples_then_generated_images
             assert 0 <= float(r["energy_on_object"]) <= 1 and 0 < float(r["object_area"]) <= 1
         else:
             assert r["energy_on_object"] == r["object_area"] == ""
-
-
-def test_object_shares_measure_the_reconstruction_inside_the_mask_within_the_window():
-    field = Field(jump=(4, 4), size=(6, 6), start=(-2, -2), length=(4, 4))  # unit (0, 0) sees rows -2..3
-    mask = np.zeros((16, 16), np.int64)
-    mask[0:2, 0:2] = 3  # a 2x2 object in the image's corner
-    rec = np.zeros((1, 6, 6, 3), np.float32)
-    rec[0, 2:4, 2:4] = 1.0  # all energy on the object's pixels (window offset by the padding)
-    rec[0, 0, 0] = 0.0  # outside the image: nothing there
-    top = SimpleNamespace(reconstructions=rec, positions=np.array([[0, 0]]))
-    result = deconv.LayerResult(None, top, ["gen"], [None], [mask], 1)
-    energy, area = deconv.object_shares(result, field)[0]
-    assert energy == 1.0 and area == 4 / 16  # 4 object pixels of the 4x4 part of the window in the image
-    rec[0, 5, 5] = 1.0  # one of three colour channels' worth per pixel: 4 on, 1 off the object
-    assert deconv.object_shares(result, field)[0, 0] == pytest.approx(4 / 5)
-    no_mask = deconv.LayerResult(None, top, ["file"], [None], [None], 1)
-    assert np.isnan(deconv.object_shares(no_mask, field)).all()
 
 
 def test_one_channel_with_id_names_files_like_the_original(tmp_path):
