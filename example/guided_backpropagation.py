@@ -4,6 +4,7 @@ Usage: python example/guided_backpropagation.py [--model shapes_vgg] [--images d
 """
 
 import argparse
+import functools
 import sys
 import warnings
 from pathlib import Path
@@ -15,11 +16,9 @@ import lib
 lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays off the terminal
 
 # isort: split
-import keras
 import numpy as np
-from scipy import stats
 
-from lib import cli, plot
+from lib import cli, plot, sanity
 from lib.errors import InputError
 from lib.methods.grad_cam import GradCAM
 from lib.methods.guided_backprop import GuidedBackprop
@@ -29,7 +28,6 @@ OVERVIEW_IMAGES = 12  # the overview figure shows the first images of a run, not
 OVERVIEW_DPI = 80  # 12 images fit a README at full size
 COLORS = 256  # palette PNGs: the noisy backgrounds of the shapes make full-colour files 3x larger
 SANITY_IMAGES = 6
-RANDOM_SEED = 2018  # weights of the randomised twin in --sanity-check
 
 
 def parse_args(argv=None):
@@ -46,17 +44,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def magnitude(input_map, percentile=99):
-    """float32 (H, W) in [0, 1]: the largest |value| over colour channels, scaled by its percentile."""
-    strength = np.abs(input_map).max(axis=-1)  # (H, W)
-    scale = np.percentile(strength, percentile) or strength.max()
-    return np.clip(strength / scale, 0, 1).astype(np.float32) if scale else np.zeros_like(strength)
-
-
 def image_figure(name, image, grads, titles):
     """One row per class: image | guided backprop in colour | its magnitude."""
     pixels = plot.to_uint8(image, value_range=(0, 255))
-    rows = [[pixels, plot.normalize_input_map(g), magnitude(g)] for g in grads]
+    rows = [[pixels, plot.normalize_input_map(g), plot.magnitude(g)] for g in grads]
     fig = plot.figure_rows(
         rows,
         col_titles=["image", "guided backprop (0 = gray)", "magnitude"],
@@ -80,7 +71,7 @@ def overview_figure(entries, title):
         cells[0].append(name if len(name) <= 14 else name[:13] + "…")
         for k in range(count):
             rows[1 + 2 * k] += [plot.normalize_input_map(grads[k])]
-            rows[2 + 2 * k] += [magnitude(grads[k])]
+            rows[2 + 2 * k] += [plot.magnitude(grads[k])]
             cells[1 + 2 * k] += [labels[k]]
             cells[2 + 2 * k] += [None]
     suffix = [f" #{k + 1}" if count > 1 else "" for k in range(count)]
@@ -132,64 +123,13 @@ def explain_images(args):
     return 0
 
 
-def randomised(subject, top):
-    """A copy of the model whose `top` highest weighted layers have fresh random weights (fixed seed)."""
-    keras.utils.set_random_seed(RANDOM_SEED)
-    if subject.name in bundled.names():
-        twin = bundled.build(subject.name)
-    else:
-        twin = keras.models.clone_model(subject.model)  # clone_model draws new initial weights
-    weighted = [layer for layer in subject.model.layers if layer.weights]
-    for layer in weighted[: len(weighted) - top]:
-        twin.get_layer(layer.name).set_weights(layer.get_weights())
-    return twin
-
-
-def cascade(model):
-    """(label, number of top layers) of the randomisation steps: classifier, top half, everything."""
-    weighted = [layer.name for layer in model.layers if layer.weights]
-    tops = sorted({1, max(1, len(weighted) // 2), len(weighted)})
-    labels = {1: "classifier random", len(weighted): "all random"}
-    return [(labels.get(top, f"top {top}/{len(weighted)} random"), top) for top in tops]
-
-
-def rank_correlation(a, b):
-    """Spearman correlation of two maps, or NaN if either is constant (e.g. an all-zero Grad-CAM)."""
-    a, b = np.ravel(a), np.ravel(b)
-    if a.min() == a.max() or b.min() == b.max():
-        return float("nan")
-    return float(stats.spearmanr(a, b).statistic)
-
-
 def sanity_row(image, gbps, cams):
-    """Tiles of one image, and the rank correlation of each randomised net's maps with the trained one's.
+    """Tiles of one image: the image, then guided backprop and Grad-CAM of the trained and randomised nets.
 
     gbps: (S + 1, H, W, 3) and cams: (S + 1, H, W), the trained net's first.
     """
     pixels = plot.to_uint8(image, value_range=(0, 255))
-    tiles = [pixels, *(plot.normalize_input_map(g) for g in gbps), *(plot.overlay(pixels, c) for c in cams)]
-    strength = np.abs(gbps).max(axis=-1)  # (S + 1, H, W), as in Adebayo et al.
-    correlations = [
-        (rank_correlation(strength[0], s), rank_correlation(cams[0], c))
-        for s, c in zip(strength[1:], cams[1:], strict=True)
-    ]
-    return tiles, correlations
-
-
-def mean_correlations(correlations):
-    """(steps, 2) means over images of (images, steps, 2) rank correlations, ignoring constant maps."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column: every map was constant
-        return np.nanmean(np.array(correlations), axis=0)
-
-
-def correlation_table(steps, means):
-    """Markdown table of the mean rank correlations (steps, 2) with the trained maps."""
-    lines = ["| randomised | guided backprop | Grad-CAM |", "| --- | --- | --- |"]
-    lines += [
-        f"| {label} | {gbp:.2f} | {cam:.2f} |" for (label, _), (gbp, cam) in zip(steps, means, strict=True)
-    ]
-    return "\n".join(lines)
+    return [pixels, *(plot.normalize_input_map(g) for g in gbps), *(plot.overlay(pixels, c) for c in cams)]
 
 
 def sanity_figure(rows, labels, names, means, model_name):
@@ -208,13 +148,14 @@ def sanity_figure(rows, labels, names, means, model_name):
 def sanity_check(args):
     paths, out, subject, class_ids = setup(args)
     paths = paths[:: max(1, len(paths) // SANITY_IMAGES)][:SANITY_IMAGES]  # spread over the folder
-    steps = cascade(subject.model)
-    nets = [subject.model, *(randomised(subject, top) for _, top in steps)]
+    steps = sanity.cascade(subject.model)
+    build = functools.partial(bundled.build, subject.name) if subject.name in bundled.names() else None
+    nets = [subject.model, *(sanity.randomised(subject.model, top, build=build) for _, top in steps)]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="layer=None")
         methods = [(GuidedBackprop(net), GradCAM(net)) for net in nets]
     names = ["trained", *(label for label, _ in steps)]
-    print(f"sanity check of {subject.name}: top layers randomised (seed {RANDOM_SEED}), {len(paths)} images")
+    print(f"sanity check of {subject.name}: top layers randomised (seed {sanity.SEED}), {len(paths)} images")
     run = cli.ImageRun(paths, subject.image_size, args.batch_size, crop=args.crop)
     rows, labels, correlations = [], [], []
     for batch in run:
@@ -223,17 +164,16 @@ def sanity_check(args):
         gbps = np.stack([gbp(batch.images, ids)[:, 0] for gbp, _ in methods], axis=1)  # (n, S + 1, H, W, 3)
         cams = np.stack([cam(batch.images, ids)[:, 0] for _, cam in methods], axis=1)  # (n, S + 1, H, W)
         for i, class_id in enumerate(ids[:, 0]):
-            tiles, correlation = sanity_row(batch.images[i], gbps[i], cams[i])
-            rows.append(tiles)
+            rows.append(sanity_row(batch.images[i], gbps[i], cams[i]))
             labels.append(f"{subject.class_names[class_id]} {cli.softmax(logits[i])[class_id]:.2f}")
-            correlations.append(correlation)
+            correlations.append(sanity.map_correlations(gbps[i], cams[i]))
     if not rows:
         raise InputError(f"none of the {len(paths)} images could be read: {run.summary()}")
-    path, means = out / "guided_backpropagation_sanity_check.png", mean_correlations(correlations)
+    path, means = out / "guided_backpropagation_sanity_check.png", sanity.mean_correlations(correlations)
     fig = sanity_figure(rows, labels, names, means, subject.name)
     plot.save_figure(fig, path, dpi=OVERVIEW_DPI, colors=COLORS)
     print("mean rank correlation with the trained net's maps:")
-    print(correlation_table(steps, means))
+    print(sanity.correlation_table(steps, means))
     print(f"wrote {path}\n{run.summary()}")
     return 0
 

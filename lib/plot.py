@@ -135,6 +135,35 @@ def normalize_input_map(input_map, percentile=99):
     return np.clip(0.5 + 0.5 * x / scale, 0.0, 1.0).astype(np.float32)
 
 
+def magnitude(input_map, percentile=99):
+    """Displays the strength of an input-space map (guided backprop, deconvnet) as a heatmap in [0, 1].
+
+    The strength of a pixel is its largest `|value|` over the colour channels; it is divided by the
+    given percentile of the strengths (by the largest one if that percentile is 0) and clipped. An
+    all-zero map gives zeros, never NaN.
+
+    Args:
+        input_map: float `(H, W, 3)`: one map.
+        percentile: in (0, 100]; 100 scales by the largest strength, with no clipping.
+
+    Returns:
+        float32 `(H, W)` in [0, 1].
+
+    Raises:
+        InputError: wrong rank, NaN or infinite values, or `percentile` outside (0, 100].
+    """
+    x = _finite(input_map, "input_map")
+    if x.ndim != 3:
+        raise InputError(f"input_map has shape {x.shape}; pass one map (H, W, channels), e.g. maps[i, k]")
+    if not 0 < percentile <= 100:
+        raise InputError(f"percentile={percentile} is outside (0, 100]")
+    strength = np.abs(x).max(axis=-1)  # (H, W)
+    scale = np.percentile(strength, percentile) or strength.max()
+    if not scale:
+        return np.zeros(strength.shape, np.float32)
+    return np.clip(strength / scale, 0, 1).astype(np.float32)
+
+
 def _tile(tile, index):
     """Checks one tile for `imshow`: gray 2-D, or RGB uint8 / float in [0, 1]."""
     tile = _finite(tile, f"tile {index}")

@@ -15,6 +15,7 @@ from lib.errors import InputError
 from lib.plot import (
     figure_rows,
     image_grid,
+    magnitude,
     mosaic,
     normalize_input_map,
     overlay,
@@ -78,6 +79,40 @@ def test_normalize_input_map_zero_and_scale():
     sparse = np.zeros((10, 10, 3))
     sparse[0, 0, 0] = -3.0  # 99th percentile of |x| is 0: falls back to the largest magnitude
     assert normalize_input_map(sparse)[0, 0, 0] == 0.0
+
+
+def test_magnitude_is_the_strongest_channel_scaled_by_its_percentile():
+    x = np.zeros((10, 10, 3), np.float32)
+    x[..., 1] = np.arange(100, dtype=np.float32).reshape(10, 10) / 10  # 0 .. 9.9 in the green channel
+    x[0, 0] = [-20.0, 1.0, 0.0]  # the largest |value| counts, whatever its sign and channel
+    out = magnitude(x, percentile=100)
+    assert out.dtype == np.float32 and out.shape == (10, 10)
+    assert out[0, 0] == 1.0 and out[9, 9] == pytest.approx(9.9 / 20)
+    np.testing.assert_allclose(magnitude(-3 * x, percentile=100), out, rtol=1e-6)  # sign and scale free
+    clipped = magnitude(x)  # the 99th percentile, about 10, is far below the outlier's 20: it clips
+    assert clipped[0, 0] == 1.0 and clipped.max() == 1.0 and 0.5 < clipped[9, 9] < 1.0
+
+
+def test_magnitude_of_a_zero_or_sparse_map():
+    np.testing.assert_array_equal(magnitude(np.zeros((4, 4, 3), np.float32)), np.zeros((4, 4)))
+    sparse = np.zeros((10, 10, 3), np.float32)
+    sparse[3, 4, 2] = -5.0  # the 99th percentile is 0: scaled by the largest strength instead
+    expected = np.zeros((10, 10), np.float32)
+    expected[3, 4] = 1.0
+    np.testing.assert_array_equal(magnitude(sparse), expected)
+
+
+@pytest.mark.parametrize(
+    ("input_map", "percentile", "message"),
+    [
+        (np.zeros((4, 4)), 99, r"shape \(4, 4\); pass one map"),
+        (np.full((2, 2, 3), np.nan), 99, "NaN"),
+        (np.zeros((2, 2, 3)), 0, "outside"),
+    ],
+)
+def test_magnitude_refuses_what_it_cannot_draw(input_map, percentile, message):
+    with pytest.raises(InputError, match=message):
+        magnitude(input_map, percentile)
 
 
 def test_to_uint8_rounds_and_clips():
