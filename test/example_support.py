@@ -4,6 +4,7 @@ import contextlib
 import importlib.util
 import io
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -34,6 +35,24 @@ def run_script(script, *argv):
         warnings.simplefilter("always")
         status = cli.run(script.main, script.parse_args([str(a) for a in argv]))
     return status, out.getvalue(), err.getvalue(), [str(item.message) for item in caught]
+
+
+def _warning_to_stderr(message, category, filename, lineno, file=None, line=None):
+    # What Python does outside pytest, which records warnings instead of printing them.
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def run_as_from_a_shell(capsys, script, *argv):
+    """(exit status, stdout, stderr lines) of a script module, its warnings printed to stderr as a
+    script's are (then `cli.run` turns them into `warning: ...` lines)."""
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # hidden outside __main__ too
+        warnings.showwarning = _warning_to_stderr
+        status = cli.run(script.main, script.parse_args([str(a) for a in argv]))
+    out, err = capsys.readouterr()
+    return status, out, err.splitlines()
 
 
 def image_folder(root, names, bad=()):

@@ -1,6 +1,8 @@
 """CAM model builder and training path: structure, CAM == Grad-CAM, learning, snapshots, resume."""
 
 import json
+import os
+import warnings
 
 import keras
 import numpy as np
@@ -177,3 +179,33 @@ def test_bad_folders_and_mismatched_models_are_refused(base, folder, tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_weights(build(base), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_ctrl_c_leaves_only_the_last_checkpoint_and_a_damaged_one_is_named(tmp_path):
+    # A real KeyboardInterrupt on a minimal run; the test above shows in depth that a resumed run ends
+    # exactly as an uninterrupted one.
+    write_image_folder(tmp_path / "data", 20, seed=0, size=32)  # 16 training images: 2 steps per epoch
+    small_base = vgg19(include_top=False, widths=(4,), convs_per_block=(1,), input_shape=(32, 32, 3))
+    first, options = cam_model(small_base, 8, conv_width=4), dict(batch_size=8, class_ids=[0], verbose=0)
+    train_on_batch, steps = first.train_on_batch, []
+
+    def ctrl_c_in_epoch_2(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 3:
+            raise KeyboardInterrupt
+        return train_on_batch(*args, **kwargs)
+
+    first.train_on_batch = ctrl_c_in_epoch_2
+    run = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 20 images leave some of the 8 class folders empty
+        with pytest.raises(KeyboardInterrupt):
+            train_cam(first, tmp_path / "data", 2, run, **options)
+        assert read_checkpoint(run)["epoch"] == 1
+        assert sorted(os.listdir(run)) == ["checkpoint.json", "epoch-001.state.npz", "epoch-001.weights.h5"]
+        history = train_cam(cam_model(small_base, 8, conv_width=4), tmp_path / "data", 2, run, **options)
+    assert history.resumed_from == 1 and len(history.loss) == 2
+    assert sorted(os.listdir(run)) == ["checkpoint.json", "epoch-002.state.npz", "epoch-002.weights.h5"]
+    (run / "checkpoint.json").write_text("{")  # damaged by hand: one clear error, not JSON's
+    with pytest.raises(InputError, match=r"checkpoint '.*checkpoint.json' is damaged \(.*\); start afresh"):
+        read_checkpoint(run)

@@ -1,5 +1,7 @@
 """lib/cli.py: the script helpers shared by the examples (class ids, predictions, names, summaries)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -65,3 +67,21 @@ def test_image_run_summary_singular_and_plural():
     assert run.summary() == "1 image, 1 skipped: bad.jpg (cannot read image)"
     run.done, run.skipped = 2, []
     assert run.summary() == "2 images, 0 skipped"
+
+
+@pytest.mark.parametrize("fault", ["cannot-create", "cannot-write"])
+def test_an_output_folder_that_cannot_be_created_or_written(tmp_path, monkeypatch, fault):
+    if fault == "cannot-create":
+        (tmp_path / "file").write_text("x")  # a regular file as parent: chmod would not stop root
+        out, reason = tmp_path / "file" / "out", "Not a directory"
+    else:
+
+        def denied(*args, **kwargs):  # what a read-only folder does to anyone but root
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(cli.tempfile, "NamedTemporaryFile", denied)
+        out, reason = tmp_path / "out", "Permission denied"
+    with pytest.raises(
+        InputError, match=rf"^cannot write to output folder '{re.escape(str(out))}' \({reason}\); pass"
+    ):
+        cli.prepare_output(out)

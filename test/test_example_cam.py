@@ -9,6 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import scipy.io
+from example_support import files, run_as_from_a_shell
 
 from lib.cli import SAMPLES_DIR
 from lib.dataflow.images import list_images, load_images
@@ -135,6 +136,14 @@ def test_bad_input_exits_2_with_one_line_and_no_files(tmp_path, capsys):
     one_line_error(capsys, run(*data, "--class-id", "1"), "class id 1 is outside 0..0")
     one_line_error(capsys, run("--images", tmp_path / "empty", "--out", out), "no images")
     assert list(out.iterdir()) == []
+
+
+def test_a_top_k_above_the_number_of_classes_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    status, stdout, err = run_as_from_a_shell(capsys, cam, "--top-k", "99", "--out", out)
+    assert (status, stdout) == (2, "")
+    assert err == ["error: --top-k 99 exceeds the model's 8 classes; pass at most 8"]
+    assert files(out) == []
 
 
 @pytest.mark.slow

@@ -1,12 +1,14 @@
 """example/deconv.py: top-k figures and table agree with the library, per-image mode, bad input."""
 
 import csv
+import re
+import shutil
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from example_support import assert_picture, load_example
+from example_support import assert_picture, files, load_example, run_as_from_a_shell
 
 from lib import cli
 from lib.dataflow.images import load_images
@@ -102,6 +104,31 @@ def test_a_bad_image_in_the_folder_is_skipped_and_named(tmp_path, capsys):
     assert run(["--images", str(folder), "--layer", "conv3_2", "--k", "3"], out) == 0
     assert "1 image, 1 skipped: broken.jpg" in capsys.readouterr().out
     assert len(read_table(out / "conv3_2_top3.csv")) == 3
+
+
+def test_a_bad_image_is_warned_about_once_whatever_the_number_of_layers(tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(cli.SAMPLES_DIR / "04_ring.png", folder / "04_ring.png")
+    (folder / "notes.jpg").write_text("not an image")
+    argv = ["--images", folder, "--out", tmp_path / "out", "--generate", "0", "--k", "1"]
+    status, _, err = run_as_from_a_shell(capsys, deconv, *argv, "--layer", "conv3_2", "conv4_2")
+    assert status == 0
+    bad = [line for line in err if "notes.jpg" in line]
+    assert len(bad) == 1 and bad[0].startswith("warning: skipped: cannot read image")
+
+
+def test_a_channel_the_layer_does_not_have_is_refused_before_the_search(tmp_path, capsys):
+    out = tmp_path / "out"
+    status, stdout, err = run_as_from_a_shell(
+        capsys, deconv, "--id", "999", "--layer", "conv3_2", "--out", out
+    )
+    assert (status, stdout) == (2, "")
+    assert len(err) == 1
+    assert re.fullmatch(
+        r"error: --id 999 is not a channel of layer 'conv3_2', which has channels 0\.\.\d+", err[0]
+    )
+    assert files(out) == []
 
 
 @pytest.mark.parametrize(

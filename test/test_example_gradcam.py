@@ -1,11 +1,14 @@
 """example/gradcam.py: maps agree with the library, class discrimination, determinism, bad input."""
 
+import shutil
 from pathlib import Path
 
 import example_support
 import numpy as np
 import pytest
-from example_support import assert_picture, load_example
+from example_support import assert_picture, load_example, run_as_from_a_shell
+from image_files import png_header, save, truncated
+from PIL import Image
 
 from lib import cli, pointing
 from lib.dataflow.images import load_images
@@ -128,6 +131,63 @@ def test_a_folder_of_unreadable_images_exits_2(tmp_path):
     status, _, stderr, _ = run_script("--images", images, "--out", tmp_path / "out")
     assert status == 2 and "none of the 2 images could be read" in stderr
     assert files(tmp_path / "out") == []
+
+
+def test_a_path_that_does_not_exist_is_one_error_line(tmp_path, capsys):
+    missing = tmp_path / "nowhere.png"
+    status, out, err = run_as_from_a_shell(capsys, gradcam, "--images", missing, "--out", tmp_path / "out")
+    assert (status, out, err) == (2, "", [f"error: path '{missing}' does not exist; check it"])
+    assert files(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "bad"), [(["8"], "8"), (["0", "-1"], "-1")], ids=["out-of-range", "negative"]
+)
+def test_a_class_id_the_model_does_not_have_is_one_error_line(tmp_path, capsys, argv, bad):
+    status, out, err = run_as_from_a_shell(capsys, gradcam, "--class-id", *argv, "--out", tmp_path)
+    assert (status, out) == (2, "")
+    assert err == [f"error: class id {bad} is outside 0..7; pass ids of the model's classes"]
+    assert files(tmp_path) == []
+
+
+def test_a_folder_of_good_and_bad_images_maps_every_good_one_and_names_every_bad_one(tmp_path, capsys):
+    folder, out = tmp_path / "mixed", tmp_path / "out"
+    folder.mkdir()
+    shutil.copy(cli.SAMPLES_DIR / GOOD[1], folder / GOOD[1])
+    save(folder / "rgba.png", np.tile(np.uint8([255, 0, 0, 128]), (30, 40, 1)))
+    save(folder / "one.png", np.uint8([[[200, 100, 50]]]))
+    truncated(folder / "cut.jpg", "JPEG")
+    truncated(folder / "cut.png", "PNG")
+    (folder / "notes.jpg").write_text("not an image")
+    (folder / "huge.png").write_bytes(png_header(20000, 20000))
+    (folder / "empty.png").write_bytes(b"")
+    good = ["09_disk_ring", "one", "rgba"]  # a 1x1 and an RGBA image are converted, not refused
+    bad = ["cut.jpg", "cut.png", "empty.png", "huge.png", "notes.jpg"]
+
+    status, stdout, err = run_as_from_a_shell(capsys, gradcam, "--images", folder, "--out", out)
+    assert status == 0
+    assert [line.split("'")[1] for line in err] == [str(folder / name) for name in bad]
+    assert all(line.startswith("warning: skipped: ") for line in err)
+    summary = stdout.splitlines()[-1]
+    assert summary.startswith("3 images, 5 skipped: cut.jpg (cannot read image ")
+    where = [summary.find(f"{name} (") for name in bad]
+    assert -1 not in where and where == sorted(where)
+    expected = [
+        f"{stem}{end}" for stem in good for end in ("_gradcam.npy", "_gradcam.png", "_guided_gradcam.npy")
+    ]
+    assert files(out) == sorted([*expected, "gradcam_overview.png"])
+    for stem in good:
+        maps = np.load(out / f"{stem}_gradcam.npy")
+        assert maps.shape == (2, 64, 64) and maps.min() >= 0 and maps.max() <= 1
+        with Image.open(out / f"{stem}_gradcam.png") as figure:
+            figure.load()  # a whole PNG: it decodes to the end
+
+
+def test_the_closing_line_says_1_image_not_1_images(tmp_path, capsys):
+    image = cli.SAMPLES_DIR / GOOD[0]
+    status, stdout, _ = run_as_from_a_shell(capsys, gradcam, "--images", image, "--out", tmp_path / "out")
+    assert status == 0
+    assert " for 1 image and " in stdout and "1 images" not in stdout
 
 
 def test_pointing_game_flag_prints_the_library_table_after_each_methods_progress():

@@ -5,7 +5,7 @@ from pathlib import Path
 import example_support
 import numpy as np
 import pytest
-from example_support import assert_picture, load_example
+from example_support import assert_picture, load_example, run_as_from_a_shell
 
 from lib import cli
 from lib.dataflow.images import load_images
@@ -123,6 +123,13 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, argv, phra
     assert status == 2
     assert stderr.startswith("error: ") and stderr.count("\n") == 1 and phrase in stderr
     assert files(tmp_path / "out") == []
+
+
+def test_the_closing_line_says_1_image_not_1_images(tmp_path, capsys):
+    image = cli.SAMPLES_DIR / GOOD[0]
+    status, stdout, _ = run_as_from_a_shell(capsys, gbp, "--images", image, "--out", tmp_path / "out")
+    assert status == 0
+    assert " for 1 image and " in stdout and "1 images" not in stdout
 
 
 @pytest.mark.slow

@@ -1,9 +1,9 @@
 """Image files: conversions to RGB on real files, refusals with one-line errors, folders, array checks."""
 
 import io
-import struct
+import re
+import time
 import warnings
-import zlib
 
 import numpy as np
 import pytest
@@ -11,6 +11,7 @@ import tensorflow as tf  # only as the reference for resize; conftest loads it a
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
+from image_files import png_header, save, truncated
 from PIL import Image
 
 from lib.dataflow import images
@@ -29,36 +30,16 @@ RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)
 
 
-def _save(path, array, mode=None, **options):
-    Image.fromarray(array, mode).save(path, **options)
-    return path
-
-
-def _png_header(width, height):
-    """A 1-bit PNG claiming `width` x `height` pixels, with no pixel data: ~60 bytes whatever the size."""
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b""))
-        + chunk(b"IEND", b"")
-    )
-
-
 def test_rgb_png_and_bmp_are_exact(tmp_path):
     for name in ("a.png", "a.bmp"):
-        image = read_image(_save(tmp_path / name, RGB))
+        image = read_image(save(tmp_path / name, RGB))
         assert image.dtype == np.uint8
         np.testing.assert_array_equal(image, RGB)
 
 
 def test_grayscale_value_g_becomes_g_g_g(tmp_path):
     gray = RGB[..., 0]
-    image = read_image(_save(tmp_path / "gray.png", gray))
+    image = read_image(save(tmp_path / "gray.png", gray))
     np.testing.assert_array_equal(image, np.repeat(gray[..., None], 3, axis=2))
     Image.fromarray(gray).convert("1").save(tmp_path / "bits.png")
     assert set(np.unique(read_image(tmp_path / "bits.png"))) <= {0, 255}
@@ -66,12 +47,12 @@ def test_grayscale_value_g_becomes_g_g_g(tmp_path):
 
 def test_alpha_is_composited_on_white(tmp_path):
     rgba = np.array([[[200, 10, 30, 255], [200, 10, 30, 0], [200, 10, 30, 128]]], np.uint8)
-    image = read_image(_save(tmp_path / "rgba.png", rgba))
+    image = read_image(save(tmp_path / "rgba.png", rgba))
     expected = np.rint(rgba[..., :3] * (rgba[..., 3:] / 255) + 255 * (1 - rgba[..., 3:] / 255))
     np.testing.assert_array_equal(image, expected)
     assert image[0, 1].tolist() == [255, 255, 255]
     gray_alpha = np.array([[[40, 255], [40, 0]]], np.uint8)
-    image = read_image(_save(tmp_path / "la.png", gray_alpha, "LA"))
+    image = read_image(save(tmp_path / "la.png", gray_alpha, "LA"))
     assert image.tolist() == [[[40, 40, 40], [255, 255, 255]]]
 
 
@@ -87,7 +68,7 @@ def test_palette_colours_and_transparent_index(tmp_path):
 @pytest.mark.parametrize("name", ["deep.png", "deep.tif"])
 def test_16_bit_is_scaled_not_clipped(tmp_path, name):
     deep = np.array([[0, 300, 257 * 100, 65535]], np.uint16)
-    image = read_image(_save(tmp_path / name, deep))
+    image = read_image(save(tmp_path / name, deep))
     assert image[0, :, 0].tolist() == [0, 1, 100, 255]  # clipping would give 255 for 300
     assert (image == image[..., :1]).all()
 
@@ -103,8 +84,8 @@ def test_first_frame_of_gif_and_multipage_tiff(tmp_path):
 
 def test_jpeg_is_close_and_one_pixel_is_fine(tmp_path):
     flat = np.full((16, 16, 3), (30, 140, 220), np.uint8)
-    assert np.abs(read_image(_save(tmp_path / "a.jpg", flat, quality=95)).astype(int) - flat).max() <= 3
-    assert read_image(_save(tmp_path / "one.png", RGB[:1, :1])).tolist() == [[RGB[0, 0].tolist()]]
+    assert np.abs(read_image(save(tmp_path / "a.jpg", flat, quality=95)).astype(int) - flat).max() <= 3
+    assert read_image(save(tmp_path / "one.png", RGB[:1, :1])).tolist() == [[RGB[0, 0].tolist()]]
 
 
 @pytest.mark.parametrize(("name", "file_format"), [("cut.png", "PNG"), ("cut.jpg", "JPEG")])
@@ -133,7 +114,7 @@ def test_text_file_named_jpg_and_missing_file_and_folder(tmp_path):
 )
 def test_huge_images_are_refused_from_the_header(tmp_path, side, message):
     path = tmp_path / "big.png"
-    path.write_bytes(_png_header(side, side))
+    path.write_bytes(png_header(side, side))
     # The file has no pixel data, so any attempt to decode it would fail with "cannot read" instead.
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # Pillow's own bomb warning (from 89 Mpx) must not leak
@@ -143,7 +124,7 @@ def test_huge_images_are_refused_from_the_header(tmp_path, side, message):
 
 def test_images_beyond_pillows_bomb_limit_get_our_message(tmp_path):
     path = tmp_path / "bomb.png"
-    path.write_bytes(_png_header(20000, 20000))
+    path.write_bytes(png_header(20000, 20000))
     with pytest.raises(InputError, match=r"image '.*bomb.png' is 400 Mpx, above the 50 Mpx limit; downscale"):
         read_image(path)
 
@@ -188,12 +169,12 @@ def _tree(root):
     (root / "class_b" / "deeper").mkdir(parents=True)
     (root / ".ipynb_checkpoints").mkdir()
     paths = [
-        _save(root / "class_a" / "x.png", RGB),
-        _save(root / "class_a" / "Y.JPG", RGB),
-        _save(root / "class_b" / "deeper" / "z.bmp", RGB),
+        save(root / "class_a" / "x.png", RGB),
+        save(root / "class_a" / "Y.JPG", RGB),
+        save(root / "class_b" / "deeper" / "z.bmp", RGB),
     ]
-    _save(root / ".ipynb_checkpoints" / "x-checkpoint.png", RGB)
-    _save(root / "class_a" / "._x.png", RGB)
+    save(root / ".ipynb_checkpoints" / "x-checkpoint.png", RGB)
+    save(root / "class_a" / "._x.png", RGB)
     (root / "class_a" / "notes.txt").write_text("text")
     return sorted(str(path) for path in paths)
 
@@ -229,7 +210,7 @@ def test_class_folders_labels_and_empty_class(tmp_path):
 
 
 def test_class_folders_without_subfolders(tmp_path):
-    _save(tmp_path / "flat.png", RGB)
+    save(tmp_path / "flat.png", RGB)
     with pytest.raises(InputError, match="no class subfolders"):
         class_folders(tmp_path)
     with pytest.raises(MissingFileError):
@@ -238,7 +219,7 @@ def test_class_folders_without_subfolders(tmp_path):
 
 def _mixed_folder(root):
     """Two good images, a truncated PNG and a text file named .jpg."""
-    good = [_save(root / "a.png", RGB), _save(root / "c.bmp", RGB[::-1])]
+    good = [save(root / "a.png", RGB), save(root / "c.bmp", RGB[::-1])]
     (root / "b.png").write_bytes((root / "a.png").read_bytes()[:40])
     (root / "d.jpg").write_text("hello")
     return [str(path) for path in good]
@@ -257,7 +238,7 @@ def test_load_images_skips_bad_files_and_names_them(tmp_path):
 
 
 def test_load_images_sizes_must_agree(tmp_path):
-    paths = [_save(tmp_path / "a.png", RGB), _save(tmp_path / "b.png", RGB[:4])]
+    paths = [save(tmp_path / "a.png", RGB), save(tmp_path / "b.png", RGB[:4])]
     with pytest.raises(InputError, match=r"differ in size.*pass size=\(height, width\)"):
         load_images(paths)
     assert load_images(paths, size=(8, 9)).images.shape == (2, 8, 9, 3)
@@ -273,7 +254,7 @@ def test_load_images_all_bad_or_none(tmp_path):
 
 
 def test_iter_batches_is_lazy_and_matches_load_images(tmp_path):
-    paths = [_save(tmp_path / f"{i}.png", RNG.integers(0, 256, (5, 4, 3), dtype=np.uint8)) for i in range(5)]
+    paths = [save(tmp_path / f"{i}.png", RNG.integers(0, 256, (5, 4, 3), dtype=np.uint8)) for i in range(5)]
     with pytest.raises(InputError, match="batch_size"):
         iter_batches(paths, 0)  # checked at the call, not at the first batch
     batches = iter_batches(paths + [tmp_path / "gone.png", tmp_path / "gone2.png"], 2)
@@ -394,7 +375,7 @@ def test_pictures_pass_through_load_and_iter_batches_with_their_names(tmp_path):
 
     a, b = RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8), RNG.random((6, 5, 3)) * 255
     pictures = [Picture("grid_a.png", lambda: a), Picture("b.jpg", lambda: b)]
-    file = _save(tmp_path / "c.png", RGB)
+    file = save(tmp_path / "c.png", RGB)
     batches = list(iter_batches([pictures[0], file, pictures[1]], 2))
     assert [batch.paths for batch in batches] == [[pictures[0], str(file)], [pictures[1]]]
     assert batches[0].paths[0] is pictures[0]  # kept as given, not turned into a path
@@ -428,7 +409,7 @@ def test_centre_crop_keeps_the_centre_at_the_target_aspect(tmp_path):
 
     image = np.zeros((20, 60, 3), np.uint8)
     image[:, 20:40] = (0, 200, 0)  # the centre square is green, the sides black
-    path = _save(tmp_path / "wide.png", image)
+    path = save(tmp_path / "wide.png", image)
     cropped = load_images([path], size=(10, 10), crop=True).images[0]
     assert (cropped == (0, 200, 0)).all()
     assert load_images([path], size=(10, 10)).images[0].min() == 0  # squashed: the sides are still there
@@ -454,7 +435,7 @@ def test_crop_needs_a_size():
 
 def test_iter_batches_without_size_never_mixes_sizes(tmp_path):
     shapes = [(6, 5), (6, 5), (4, 5), (6, 5), (4, 5), (4, 5), (4, 4)]
-    paths = [_save(tmp_path / f"{i}.png", RGB[:h, :w]) for i, (h, w) in enumerate(shapes)]
+    paths = [save(tmp_path / f"{i}.png", RGB[:h, :w]) for i, (h, w) in enumerate(shapes)]
     paths.insert(1, tmp_path / "gone.png")
     with pytest.warns(UserWarning, match="gone.png"):
         batches = list(iter_batches(paths, 4))
@@ -469,3 +450,135 @@ def test_iter_batches_without_size_never_mixes_sizes(tmp_path):
     assert [len(batch.skipped) for batch in batches] == [1, 0, 0, 0, 0]
     with pytest.raises(InputError, match="differ in size"):
         load_images([paths[0], paths[3]])  # one array cannot hold both sizes
+
+
+# One exact case per kind of bad image input: the whole message, naming the value and the fix.
+
+
+def test_a_path_that_does_not_exist(tmp_path):
+    missing = tmp_path / "nowhere.png"
+    for read in (read_image, list_images, load_images):
+        with pytest.raises(MissingFileError, match=f"'{re.escape(str(missing))}' does not exist") as error:
+            read(missing)
+        assert isinstance(error.value, FileNotFoundError)
+
+
+@pytest.mark.parametrize("content", [(), ("notes.txt", "._hidden.jpg")], ids=["empty", "no-images"])
+def test_an_empty_folder_or_one_without_images(tmp_path, content):
+    for name in content:
+        (tmp_path / name).write_text("not an image")
+    folder = re.escape(str(tmp_path))
+    with pytest.raises(
+        InputError, match=rf"no images \(jpg, jpeg, png, bmp, gif, tif, tiff\) in folder '{folder}'"
+    ):
+        load_images(tmp_path)
+
+
+@pytest.mark.parametrize(("name", "file_format"), [("cut.jpg", "JPEG"), ("cut.png", "PNG")])
+def test_a_truncated_jpeg_or_png(tmp_path, name, file_format):
+    path = truncated(tmp_path / name, file_format)
+    with pytest.raises(
+        InputError, match=rf"cannot read image '{re.escape(str(path))}': .*runcated.*; re-save the file"
+    ):
+        read_image(path)
+
+
+def test_a_text_file_named_jpg(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("these are notes")
+    with pytest.raises(
+        InputError,
+        match=f"cannot read image '{re.escape(str(path))}': not an image format Pillow can identify",
+    ):
+        read_image(path)
+
+
+@pytest.mark.parametrize(
+    ("mode", "array", "expected"),
+    [
+        ("L", np.full((3, 4), 77, np.uint8), (77, 77, 77)),
+        ("RGBA", np.tile(np.uint8([255, 0, 0, 128]), (3, 4, 1)), (255, 127, 127)),  # on white
+        ("P", np.zeros((3, 4), np.uint8), (10, 20, 30)),  # palette index 0
+        ("I;16", np.full((3, 4), 100 * 257, np.uint16), (100, 100, 100)),  # 16 bits scaled
+    ],
+)
+def test_grayscale_rgba_palette_and_16_bit_pngs_are_converted(tmp_path, mode, array, expected):
+    image = Image.fromarray(array) if mode != "P" else Image.fromarray(array, "P")
+    if mode == "P":
+        image.putpalette([10, 20, 30] + [0] * 765)
+    image.save(tmp_path / "x.png")
+    with Image.open(tmp_path / "x.png") as saved:
+        assert saved.mode == mode
+    rgb = read_image(tmp_path / "x.png")
+    assert rgb.dtype == np.uint8 and rgb.shape == (3, 4, 3)
+    assert (rgb == expected).all()
+
+
+def test_a_1x1_image_is_resized(tmp_path):
+    path = save(tmp_path / "one.png", np.uint8([[[200, 100, 50]]]))
+    result = load_images([path], size=64)
+    assert result.images.shape == (1, 64, 64, 3) and (result.images == [200, 100, 50]).all()
+
+
+@pytest.mark.parametrize(
+    ("side", "message"),
+    [(8000, "8000x8000 = 64 Mpx, above the 50 Mpx limit"), (20000, "400 Mpx, above the 50 Mpx limit")],
+)
+def test_a_huge_image_is_refused_from_its_header_with_the_limit_named(tmp_path, side, message):
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_header(side, side))  # no pixel data: decoding would fail with "cannot read"
+    start = time.perf_counter()
+    with pytest.raises(InputError, match=f"image '{re.escape(str(path))}' is {message}; downscale it first"):
+        read_image(path)
+    assert time.perf_counter() - start < 1
+
+
+def test_images_of_different_sizes_in_one_batch(tmp_path):
+    paths = [save(tmp_path / "a.png", RNG.integers(0, 256, (6, 5, 3), np.uint8))]
+    paths.append(save(tmp_path / "b.png", RNG.integers(0, 256, (4, 5, 3), np.uint8)))
+    with pytest.raises(
+        InputError,
+        match=rf"'{re.escape(str(paths[1]))}' is 4x5 \(height x width\); pass size=\(height, width\)",
+    ):
+        load_images(paths)
+    assert load_images(paths, size=8).images.shape == (2, 8, 8, 3)
+    arrays_ = [np.zeros((8, 8, 3), np.float32), np.zeros((9, 8, 3), np.float32)]
+    with pytest.raises(InputError, match=r"image 0 has shape \(8, 8, 3\), image 1 has \(9, 8, 3\)"):
+        check_images(arrays_)
+
+
+_HEADERS = [
+    b"",
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff\xe0",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    png_header(4, 3)[:33],
+]
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    return tmp_path_factory.mktemp("random_files")
+
+
+@settings(max_examples=80, deadline=5000)
+@given(
+    header=st.sampled_from(_HEADERS),
+    body=st.binary(max_size=200),
+    extension=st.sampled_from(["png", "jpg", "gif", "bmp", "tif"]),
+)
+def test_random_bytes_after_an_image_header_give_an_image_or_one_line_of_our_error(
+    scratch, header, body, extension
+):
+    path = scratch / f"random.{extension}"
+    path.write_bytes(header + body)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's (re-issued) metadata warnings are fine
+            image = read_image(path)
+    except VizError as error:
+        assert "\n" not in str(error)
+        return
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3

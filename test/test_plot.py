@@ -1,5 +1,7 @@
 """Plotting: overlay limits, display scaling properties, real PNGs, mosaics, atomic and palette writes."""
 
+import os
+
 import imageio.v3 as iio
 import matplotlib
 import numpy as np
@@ -9,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from matplotlib.artist import Artist
+from matplotlib.figure import Figure
 from PIL import Image
 
 from lib.errors import InputError
@@ -236,3 +239,35 @@ def test_mosaic_refuses_what_it_cannot_lay_out():
         mosaic(np.zeros((8, 8, 3)), ncols=0)
     with pytest.raises(InputError, match="NaN"):
         mosaic(np.full((8, 8, 3), np.nan), ncols=2)
+
+
+def _crash_midway(error):
+    def write(file, *args, **kwargs):
+        file.write(b"\x89PNG\r\n\x1a\nhalf a file")
+        raise error
+
+    return write
+
+
+@pytest.mark.parametrize(
+    "error", [OSError(28, "No space left on device"), KeyboardInterrupt()], ids=["crash", "ctrl-c"]
+)
+@pytest.mark.parametrize("suffix", [".png", ".npy", ".mat"])
+def test_a_crash_during_a_save_leaves_the_old_file_or_nothing_never_a_partial_one(
+    tmp_path, monkeypatch, suffix, error
+):
+    fig = Figure(figsize=(1, 1))
+    fig.add_subplot().imshow(RNG.uniform(size=(4, 4)))
+    save = {
+        ".png": lambda path: save_figure(fig, path, close=False),
+        ".npy": lambda path: save_array(path, np.ones((2, 3))),
+        ".mat": lambda path: save_mat(path, {"maps": np.ones((2, 3))}),
+    }[suffix]
+    old = save(tmp_path / f"old{suffix}")
+    before = old.read_bytes()
+    target = {".png": (fig, "savefig"), ".npy": (np, "save"), ".mat": (scipy.io, "savemat")}[suffix]
+    monkeypatch.setattr(*target, _crash_midway(error))
+    for path in (old, tmp_path / f"new{suffix}"):
+        with pytest.raises(type(error)):
+            save(path)
+    assert sorted(os.listdir(tmp_path)) == [old.name] and old.read_bytes() == before  # hidden files too

@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -459,3 +460,100 @@ def test_full_vgg19_logits_equal_keras_applications(tmp_path):
     model.set_weights([np.zeros(w.shape, "float32") for w in model.weights])
     load_vgg19_weights(model, npy_path)
     assert max_relative_difference(model) < 1e-4
+
+
+# One exact case per kind of bad weights file: the whole message, and the model left as it was. The files
+# hold other values than the model's, so that a load that stopped halfway would show.
+
+
+@pytest.fixture
+def before(untouched):
+    return model_arrays(untouched)
+
+
+def test_a_missing_weights_file_is_named(tmp_path, untouched):
+    with pytest.raises(
+        MissingFileError, match=f"weights file '{re.escape(str(tmp_path))}/vgg19.npy' does not exist"
+    ):
+        load_vgg19_weights(untouched, tmp_path / "vgg19.npy")
+
+
+@pytest.mark.parametrize("kind", ["text", "plain-array", "other-hdf5"])
+def test_a_weights_file_of_the_wrong_format_changes_nothing(tmp_path, untouched, before, kind):
+    path = tmp_path / ("vgg19.h5" if kind == "other-hdf5" else "vgg19.npy")
+    if kind == "text":
+        path.write_text("these are not weights\n")
+    elif kind == "plain-array":
+        np.save(path, np.ones((2, 3)))
+    else:
+        with h5py.File(path, "w") as f:
+            f["x"] = np.ones(3)
+    message = {
+        "text": "is neither a .npy nor an HDF5 file",
+        "plain-array": r"holds a float64 array of shape \(2, 3\), not the pickled dict",
+        "other-hdf5": "is an HDF5 file but not a Keras weights file",
+    }[kind]
+    with pytest.raises(WeightsError, match=message):
+        load_vgg19_weights(untouched, path)
+    assert_weights_equal(untouched, before)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".weights.h5"])
+def test_a_truncated_weights_file_changes_nothing(tmp_path, untouched, before, expected, suffix):
+    path = tmp_path / f"vgg19{suffix}"
+    if suffix == ".npy":
+        np.save(path, expected, allow_pickle=True)
+    else:
+        donor = narrow_vgg()
+        weights.assign_weights(donor, expected, "test")
+        donor.save_weights(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(WeightsError, match=f"'{re.escape(str(path))}' is truncated or not a"):
+        load_vgg19_weights(untouched, path)
+    assert_weights_equal(untouched, before)
+
+
+def test_a_whole_npy_with_one_payload_is_refused_before_anything_runs(tmp_path, untouched, before, expected):
+    marker = tmp_path / "ran"
+    path = tmp_path / "vgg19.npy"
+    payload = Payload(os.system, f"touch '{marker}'")
+    np.save(path, {**expected, "conv1_1": [payload, np.ones(8)]}, allow_pickle=True)
+    with pytest.raises(
+        WeightsError, match=rf"refusing to load '{re.escape(str(path))}': its pickle asks for \w+\.system"
+    ):
+        load_vgg19_weights(untouched, path)
+    assert not marker.exists()
+    assert_weights_equal(untouched, before)
+
+
+@pytest.mark.parametrize("fault", ["missing", "wrong-shape"])
+def test_a_layer_missing_or_of_the_wrong_shape_names_the_layer_and_both_shapes(
+    tmp_path, untouched, before, expected, fault
+):
+    path = tmp_path / "vgg19.npy"
+    where = re.escape(str(path))
+    if fault == "missing":
+        np.save(path, {k: v for k, v in expected.items() if k != "conv2_2"}, allow_pickle=True)
+        message = f"'{where}' has no weights for layer 'conv2_2' of 'vgg19'"
+    else:
+        np.save(path, {**expected, "conv3_1": [np.ones((3, 3, 8, 5)), np.ones(5)]}, allow_pickle=True)
+        message = rf"layer 'conv3_1' expects shapes \(3, 3, 8, 8\), \(8,\) but '{where}' "
+        message += r"holds \(3, 3, 8, 5\), \(5,\)"
+    with pytest.raises(WeightsError, match=message):
+        load_vgg19_weights(untouched, path)
+    assert_weights_equal(untouched, before)  # all or nothing
+
+
+def test_imagenet_offline_names_the_file_and_leaves_no_partial_download(tmp_path, monkeypatch, untouched):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    monkeypatch.setattr(weights, "_open_url", offline)
+    with pytest.raises(
+        WeightsError,
+        match=r"cannot download the ImageNet VGG19 weights \(.*no network.*\); put "
+        r"vgg19_weights_tf_dim_ordering_tf_kernels.h5 from https://storage.googleapis.com/\S+ "
+        r"in ~/.keras/models/",
+    ):
+        load_vgg19_weights(untouched, "imagenet")
+    models = tmp_path / ".keras" / "models"
+    assert not models.exists() or os.listdir(models) == []
