@@ -135,7 +135,7 @@ def normalize_input_map(input_map, percentile=99):
     return np.clip(0.5 + 0.5 * x / scale, 0.0, 1.0).astype(np.float32)
 
 
-def magnitude(input_map, percentile=99):
+def magnitude(input_map: np.ndarray, percentile: float = 99) -> np.ndarray:
     """Displays the strength of an input-space map (guided backprop, deconvnet) as a heatmap in [0, 1].
 
     The strength of a pixel is its largest `|value|` over the colour channels; it is divided by the
