@@ -118,7 +118,7 @@ def layer_figure(probe, image, image_title, args, model_name):
     num = None if args.select == "all" else min(args.num_maps, total)
     maps, ids = probe(image[None], num_maps=num, select=args.select, seed=args.seed)  # (1, h, w, M)
     suptitle = (
-        f"{model_name} {probe.layer.name}: {describe(args.select, len(ids), total)}, "
+        f"{model_name} {probe.layer}: {describe(args.select, len(ids), total)}, "
         f"{maps.shape[1]}x{maps.shape[2]} each"
     )
     return maps_figure(image, maps[0], ids, image_title, suptitle)
@@ -135,8 +135,7 @@ def main(args):
     out = cli.prepare_output(args.out)
     subject = cli.load_subject(args.model, args.weights)
     layers = args.layer or DEFAULT_LAYERS.get(args.model) or cli.default_layers(subject.model, 3)
-    # FeatureMaps takes a layer's own name; --list-layers prefixes nested ones ('block/conv2').
-    probes = [FeatureMaps(subject.model, name.rsplit("/", 1)[-1]) for name in layers]  # all checked first
+    probes = [FeatureMaps(subject.model, name) for name in layers]  # all checked first; 'block/conv2' too
     fig, first = filter_figure(subject.model, subject.name)
     written = [plot.save_figure(fig, out / f"filters_{first}.png")]
     print(f"read {len(paths)} image(s) from {args.images}; feature maps of {', '.join(layers)}")
@@ -146,7 +145,8 @@ def main(args):
         for image, path, title in zip(batch.images, batch.paths, titles, strict=True):
             for probe in probes:
                 fig = layer_figure(probe, image, f"{Path(path).name}\n{title}", args, subject.name)
-                written.append(plot.save_figure(fig, out / f"{Path(path).stem}_{probe.layer.name}_maps.png"))
+                name = f"{Path(path).stem}_{probe.layer.replace('/', '_')}_maps.png"
+                written.append(plot.save_figure(fig, out / name))
     print(f"{run.summary()}; wrote {len(written)} figures to {out}")
     return 0
 

@@ -20,11 +20,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from lib.atomic import atomic_path
 from lib.dataflow.images import class_folders, iter_batches, read_image, resize
 from lib.errors import InputError, LayerError, MissingFileError
 from lib.methods.cam import CAM
 from lib.methods.graph import ModelGraph
-from lib.plot import atomic_path, save_text
+from lib.plot import save_text
 
 CHECKPOINT = "checkpoint.json"
 _POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
