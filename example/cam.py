@@ -226,12 +226,11 @@ def predict(args, out, checkpoint):
     cam = explainer(subject)
     run = cli.ImageRun(paths, subject.image_size, args.batch_size, crop=args.crop)
     kept, images, all_maps, all_ids, all_scores = [], [], [], [], []
+    targets = cli.class_targets(chosen, args.top_k)
     for batch in run:
-        probabilities = cli.softmax(subject.model.predict_on_batch(batch.images))  # (n, classes)
-        ids = cli.chosen_classes(probabilities, chosen, args.top_k)  # (n, K)
-        maps = cam(batch.images, ids.tolist())  # (n, K, H, W)
+        result = cam.explain(batch.images, targets)  # one pass: the classes, their probabilities, maps
         for path, image, row, class_ids, scores in zip(
-            batch.paths, batch.images, maps, ids, np.take_along_axis(probabilities, ids, 1), strict=True
+            batch.paths, batch.images, result.maps, result.class_ids, result.probabilities, strict=True
         ):
             stem = Path(path).stem
             figure = image_figure(

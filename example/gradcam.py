@@ -15,11 +15,10 @@ import lib
 lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays off the terminal
 
 # isort: split
-import numpy as np
 
 from lib import cli, plot, pointing
 from lib.errors import InputError
-from lib.methods.grad_cam import GradCAM, GuidedGradCAM
+from lib.methods import GuidedGradCAM
 
 TOP_K = 2  # default classes per image: two-object samples then show one map per object
 OVERVIEW_IMAGES = 12  # the overview figure shows the first images of a run, not a whole folder
@@ -91,12 +90,12 @@ def overview_figure(entries, title):
     return fig
 
 
-def make_methods(model, layer):
-    """GradCAM and GuidedGradCAM at `layer`; None takes the last spatial layer without a warning."""
+def make_method(model, layer):
+    """GuidedGradCAM at `layer`, whose `explain()` gives the Grad-CAM maps too; None takes the last
+    spatial layer without a warning."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="layer=None")
-        gradcam = GradCAM(model, layer)
-        return gradcam, GuidedGradCAM(model, gradcam.layer)
+        return GuidedGradCAM(model, layer)
 
 
 def explain_images(args):
@@ -104,29 +103,28 @@ def explain_images(args):
     paths = cli.image_sources(args.images)
     out = cli.prepare_output(args.out)
     subject = cli.load_subject(args.model, args.weights)
-    gradcam, guided_gradcam = make_methods(subject.model, args.layer)
+    method = make_method(subject.model, args.layer)
     class_ids = cli.parse_class_id(args.class_id, subject.class_names)  # bad ids fail before any work
-    print(f"Grad-CAM of {subject.name} at layer {gradcam.layer}, {len(paths)} image(s) from {args.images}")
+    print(f"Grad-CAM of {subject.name} at layer {method.layer}, {len(paths)} image(s) from {args.images}")
     stems = dict(zip(paths, cli.unique_stems(paths), strict=True))
     run, overview = cli.ImageRun(paths, subject.image_size, args.batch_size, crop=args.crop), []
+    targets = cli.class_targets(class_ids, TOP_K)
     for batch in run:
-        logits = np.asarray(subject.model(batch.images, training=False))  # (n, classes)
-        ids = cli.chosen_classes(logits, class_ids, TOP_K)  # (n, K)
-        cams = gradcam(batch.images, ids)  # (n, K, H, W)
-        guided = guided_gradcam(batch.images, ids)  # (n, K, H, W, 3)
+        result = method.explain(batch.images, targets)  # one pass: classes, Grad-CAM and guided
+        cams, guided = result.grad_cam, result.maps  # (n, K, H, W), (n, K, H, W, 3)
         for i, path in enumerate(batch.paths):
             stem = stems[path]
-            titles = [cli.score_title(subject.class_names, c, logits[i]) for c in ids[i]]
-            fig = image_figure(Path(path).name, batch.images[i], cams[i], guided[i], titles, gradcam.layer)
+            titles = cli.score_titles(subject.class_names, result, i)
+            fig = image_figure(Path(path).name, batch.images[i], cams[i], guided[i], titles, method.layer)
             plot.save_figure(fig, out / f"{stem}_gradcam.png", colors=COLORS)
             plot.save_array(out / f"{stem}_gradcam.npy", cams[i])
             plot.save_array(out / f"{stem}_guided_gradcam.npy", guided[i])
             if len(overview) < OVERVIEW_IMAGES:
-                labels = [f"{subject.class_names[c]} {cli.softmax(logits[i])[c]:.2f}" for c in ids[i]]
+                labels = cli.class_labels(subject.class_names, result, i)
                 overview.append((stem, batch.images[i], cams[i], guided[i], labels))
     if not overview:
         raise InputError(f"none of the {len(paths)} images could be read: {run.summary()}")
-    title = f"Grad-CAM ({subject.name}, {gradcam.layer}) and Guided Grad-CAM of the top classes (probability)"
+    title = f"Grad-CAM ({subject.name}, {method.layer}) and Guided Grad-CAM of the top classes (probability)"
     fig = overview_figure(overview, title)
     plot.save_figure(fig, out / "gradcam_overview.png", dpi=OVERVIEW_DPI, colors=COLORS)
     print(

@@ -97,18 +97,18 @@ def explain_images(args):
     print(f"guided backpropagation of {subject.name}, {len(paths)} image(s) from {args.images}")
     stems = dict(zip(paths, cli.unique_stems(paths), strict=True))
     run, overview = cli.ImageRun(paths, subject.image_size, args.batch_size, crop=args.crop), []
+    targets = cli.class_targets(class_ids, 1)
     for batch in run:
-        logits = np.asarray(subject.model(batch.images, training=False))  # (n, classes)
-        ids = cli.chosen_classes(logits, class_ids, 1)  # (n, K)
-        grads = method(batch.images, ids)  # (n, K, H, W, 3)
+        result = method.explain(batch.images, targets)  # one pass: the classes and their gradients
+        grads = result.maps  # (n, K, H, W, 3)
         for i, path in enumerate(batch.paths):
             stem = stems[path]
-            titles = [cli.score_title(subject.class_names, c, logits[i]) for c in ids[i]]
+            titles = cli.score_titles(subject.class_names, result, i)
             fig = image_figure(Path(path).name, batch.images[i], grads[i], titles)
             plot.save_figure(fig, out / f"{stem}_guided_backprop.png", colors=COLORS)
             plot.save_array(out / f"{stem}_guided_backprop.npy", grads[i])
             if len(overview) < OVERVIEW_IMAGES:
-                labels = [f"{subject.class_names[c]} {cli.softmax(logits[i])[c]:.2f}" for c in ids[i]]
+                labels = cli.class_labels(subject.class_names, result, i)
                 overview.append((stem, batch.images[i], grads[i], labels))
     if not overview:
         raise InputError(f"none of the {len(paths)} images could be read: {run.summary()}")
@@ -158,14 +158,16 @@ def sanity_check(args):
     print(f"sanity check of {subject.name}: top layers randomised (seed {sanity.SEED}), {len(paths)} images")
     run = cli.ImageRun(paths, subject.image_size, args.batch_size, crop=args.crop)
     rows, labels, correlations = [], [], []
+    targets = cli.class_targets(None if class_ids is None else class_ids[:1], 1)
     for batch in run:
-        logits = np.asarray(subject.model(batch.images, training=False))
-        ids = cli.chosen_classes(logits, class_ids, 1)[:, :1]  # (n, 1): one class, the same for every net
-        gbps = np.stack([gbp(batch.images, ids)[:, 0] for gbp, _ in methods], axis=1)  # (n, S + 1, H, W, 3)
+        trained = methods[0][0].explain(batch.images, targets)  # the trained net picks the one class
+        ids = trained.class_ids  # (n, 1), the same for every net
+        gbps = [trained.maps[:, 0], *(gbp(batch.images, ids)[:, 0] for gbp, _ in methods[1:])]
+        gbps = np.stack(gbps, axis=1)  # (n, S + 1, H, W, 3)
         cams = np.stack([cam(batch.images, ids)[:, 0] for _, cam in methods], axis=1)  # (n, S + 1, H, W)
-        for i, class_id in enumerate(ids[:, 0]):
+        for i in range(len(ids)):
             rows.append(sanity_row(batch.images[i], gbps[i], cams[i]))
-            labels.append(f"{subject.class_names[class_id]} {cli.softmax(logits[i])[class_id]:.2f}")
+            labels.append(cli.class_labels(subject.class_names, trained, i)[0])
             correlations.append(sanity.map_correlations(gbps[i], cams[i]))
     if not rows:
         raise InputError(f"none of the {len(paths)} images could be read: {run.summary()}")

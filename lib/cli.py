@@ -481,11 +481,15 @@ def top_classes(scores: ArrayLike, k: int) -> np.ndarray:
     return np.argsort(-np.asarray(scores), axis=1, kind="stable")[:, :k]
 
 
-def chosen_classes(logits: ArrayLike, class_ids: Sequence[int] | None, k: int) -> np.ndarray:
-    """int (N, K): the requested `class_ids` (K ids) for every image, or each one's top `k`."""
-    if class_ids is not None:
-        return np.tile(np.asarray(class_ids, np.int64), (len(logits), 1))
-    return top_classes(logits, k)
+def class_targets(class_ids: Sequence[int] | None, k: int):
+    """The methods' `class_ids`: the requested ids for every image, or `TopK(k)`, each image's top k.
+
+    With `TopK` the method picks the classes in its own pass and its `explain()` reports them, so a
+    script runs one forward pass per batch.
+    """
+    from lib.methods.targets import TopK
+
+    return TopK(k) if class_ids is None else list(class_ids)
 
 
 def top_labels(model: keras.Model, images: np.ndarray, class_names: Sequence[str], k: int = 1) -> list[str]:
@@ -497,10 +501,16 @@ def top_labels(model: keras.Model, images: np.ndarray, class_names: Sequence[str
     ]
 
 
-def score_title(class_names: Sequence[str], class_id: int, logits: np.ndarray) -> str:
-    """'disk  p=0.93, logit 7.1' for one image's logits (classes,)."""
-    probability = softmax(logits)[class_id]
-    return f"{class_names[class_id]}  p={probability:.2f}, logit {logits[class_id]:.1f}"
+def score_titles(class_names: Sequence[str], result, i: int) -> list[str]:
+    """'disk  p=0.93, logit 7.1' for each class an `Explanation` explains in image `i`."""
+    rows = zip(result.class_ids[i], result.probabilities[i], result.scores[i], strict=True)
+    return [f"{class_names[c]}  p={p:.2f}, logit {s:.1f}" for c, p, s in rows]
+
+
+def class_labels(class_names: Sequence[str], result, i: int) -> list[str]:
+    """'disk 0.93' for each class an `Explanation` explains in image `i`: name and probability."""
+    rows = zip(result.class_ids[i], result.probabilities[i], strict=True)
+    return [f"{class_names[c]} {p:.2f}" for c, p in rows]
 
 
 def unique_stems(paths: Iterable[str | os.PathLike]) -> list[str]:

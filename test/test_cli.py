@@ -7,6 +7,7 @@ import pytest
 
 from lib import cli
 from lib.errors import InputError
+from lib.methods import Explanation, TopK
 
 NAMES = ("disk", "ring", "star", "cross")
 
@@ -42,8 +43,8 @@ def test_softmax_is_stable_and_sums_to_one():
 def test_top_and_chosen_classes():
     scores = np.array([[0.1, 0.5, 0.5, 0.2], [0.9, 0.0, 0.3, 0.3]])
     np.testing.assert_array_equal(cli.top_classes(scores, 3), [[1, 2, 3], [0, 2, 3]])  # ties: lower id
-    np.testing.assert_array_equal(cli.chosen_classes(scores, None, 1), [[1], [0]])
-    np.testing.assert_array_equal(cli.chosen_classes(scores, [3, 0], 1), [[3, 0], [3, 0]])
+    assert cli.class_targets(None, 2) == TopK(2)
+    assert cli.class_targets((3, 0), 2) == [3, 0]
 
 
 def test_top_labels_and_score_title():
@@ -53,7 +54,12 @@ def test_top_labels_and_score_title():
 
     assert cli.top_labels(model, None, NAMES, k=2) == ["ring 0.6, star 0.3", "disk 0.25, ring 0.25"]
     assert cli.top_labels(model, None, NAMES) == ["ring 0.6", "disk 0.25"]
-    assert cli.score_title(NAMES, 2, np.log([0.1, 0.6, 0.3, 1e-9])) == "star  p=0.30, logit -1.2"
+    result = Explanation(
+        maps=np.zeros((1, 2, 4, 4)), class_ids=np.array([[2, 0]]), scores=np.array([[-1.24, 3.0]]),
+        probabilities=np.array([[0.304, 0.1]]),
+    )  # fmt: skip
+    assert cli.score_titles(NAMES, result, 0) == ["star  p=0.30, logit -1.2", "disk  p=0.10, logit 3.0"]
+    assert cli.class_labels(NAMES, result, 0) == ["star 0.30", "disk 0.10"]
 
 
 def test_unique_stems_number_repeats_from_the_second():
