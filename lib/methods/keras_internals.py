@@ -4,8 +4,12 @@ Keras 3 has no public API to walk a functional graph node by node, to run one no
 or to tell a layer's own activation from its sublayers, so the graph runner reads a few private
 attributes. They all go through this module, so that a Keras release that moves one breaks one
 function here, and `test_keras_internals.py` names it. Each function says since which Keras version
-the attribute exists; CI runs the method tests on the lowest and the highest Keras that
-`pyproject.toml` allows.
+the attribute exists (read in the Keras sources of each release); CI runs the method tests on the
+lowest and the highest Keras that `pyproject.toml` allows (`test_keras_floor.py`).
+
+Outside this module the runner reads only public names: `keras.tree` (public since Keras 3.2, while
+`keras.src.tree` is private), and a node's `operation`, `outputs` and `is_input`, plain attributes of
+every Keras 3 `Node` that `nodes_by_depth` returns.
 """
 
 import inspect
@@ -62,8 +66,9 @@ def accepts_training(op):
     """Whether calling `op` takes a `training` argument (dropout, batch norm, augmentation layers).
 
     Read from the signature of `op.call`, which every Keras 3 version has; `Layer._call_context_args`
-    (Keras 3.10 and newer) would be missed on older versions, where `training=False` would then not
-    be passed and a `RandomFlip` inside the model would flip the images being explained.
+    exists only since Keras 3.10 (absent in 3.9), so reading it would return nothing on older
+    versions, `training=False` would not be passed and a `RandomFlip` inside the model would flip
+    the images being explained.
     """
     if not isinstance(op, keras.layers.Layer):
         return False
@@ -76,7 +81,8 @@ def op_name(op):
 
     Functional models record `keras.ops.softmax(x)` as an instance of an `Operation` subclass named
     after the op (`Softmax`, `LogSoftmax`, `Relu`); the class name is the only way to tell them
-    apart (stable since Keras 3.0; the classes live in `keras.src.ops`).
+    apart (the same class names since Keras 3.0; the classes live in `keras.ops.nn` up to Keras 3.2,
+    in `keras.src.ops.nn` since 3.3, so they are matched by name, not imported).
     """
     return type(op).__name__.lower().replace("_", "")
 
@@ -105,13 +111,17 @@ def without_activation(layer):
 def is_plain_float_dense(op):
     """True for a `keras.layers.Dense` itself (not a subclass), without LoRA or quantization, in float32.
 
-    `lora_enabled` exists since Keras 3.1 and `quantization_mode` since Keras 3.4; a layer without
-    them has neither feature.
+    `Dense.lora_enabled` exists since Keras 3.0.3 (with LoRA). Quantization (`Dense.quantize`) came in
+    Keras 3.1 with the mode on the dtype policy, `dtype_policy.quantization_mode`; the layer property
+    `quantization_mode` only in Keras 3.4. Both are read: on Keras 3.3 a quantized Dense has the
+    first and not the second, and its int8 `kernel` must not be taken for a float32 matrix.
     """
+    policy_mode = getattr(getattr(op, "dtype_policy", None), "quantization_mode", None)
     return (
         type(op) is keras.layers.Dense
         and not getattr(op, "lora_enabled", False)
         and getattr(op, "quantization_mode", None) is None
+        and policy_mode is None
         and op.compute_dtype == "float32"
     )
 
