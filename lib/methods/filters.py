@@ -195,19 +195,12 @@ class FeatureMaps(Explainer):
 
 
 def feature_maps(
-    model: keras.Model,
-    layer,
-    images: npt.ArrayLike,
-    num_maps: int | None = None,
-    select: str = "random",
-    seed: int = 0,
-    batch_size: int = 32,
+    model: keras.Model, layer, images: npt.ArrayLike, **options
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Function form of `FeatureMaps(model, layer)(images, ...)`, reusing one object per (model, layer).
+    """Function form of `FeatureMaps(model, layer)(images, **options)`, one object per (model, layer).
 
     The object is kept with the model (`base.cached`), so a deleted model frees it. See
-    `FeatureMaps.__call__` for the arguments and return value.
+    `FeatureMaps.__call__` for the options (`num_maps`, `select`, `seed`, `batch_size`) and the result.
     """
     key = ("feature_maps", layer if isinstance(layer, str) else id(layer))
-    method = cached(model, key, lambda: FeatureMaps(model, layer))
-    return method(images, num_maps=num_maps, select=select, seed=seed, batch_size=batch_size)
+    return cached(model, key, lambda: FeatureMaps(model, layer))(images, **options)
