@@ -24,12 +24,13 @@ The design, from the bottom up:
 - `rules.Rules` changes the backward pass of the ReLUs while the graph runs (guided, deconvnet), so
   the user's model is never modified.
 - `base.Explainer` compiles a method's pass once per input shape and kind of target, and owns the
-  one `GradientTape` (`base.activations_and_gradients`); `explain()` returns a `base.Explanation`.
+  one `GradientTape` (`base.activations_and_gradients`); `base.ClassExplainer`, the base of the
+  methods that explain class scores, adds `explain()`, which returns a `base.Explanation`.
 - `class_map.ClassMap` is the base of the class-map methods: a subclass overrides one hook, the
   channel weights (Grad-CAM: the mean gradient) or the spatial weights.
 """
 
-from lib.methods.base import Explainer, Explanation
+from lib.methods.base import ClassExplainer, Explainer, Explanation
 from lib.methods.cam import CAM
 from lib.methods.class_map import ClassMap
 from lib.methods.deconvnet import Deconvnet
@@ -40,6 +41,7 @@ from lib.methods.targets import TopK
 
 __all__ = [
     "CAM",
+    "ClassExplainer",
     "ClassMap",
     "Deconvnet",
     "Explainer",

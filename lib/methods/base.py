@@ -1,12 +1,12 @@
 """What every method shares: the flattened graph, the target layer, compiled passes built once, the
 one `GradientTape` of the project, and the `Explanation` a method returns.
 
-A method subclasses `Explainer` (class-map methods subclass `class_map.ClassMap`), runs parts of its
-`ModelGraph` under some `Rules`, and implements `_compute(x, targets)` with TensorFlow ops, returning
-a dict of tensors: "maps" and what `targets.outcome` reports. `Explainer.explain` checks the images
-and class ids, then runs `_compute` inside a `tf.function` made once per kind of target (top class,
-explicit ids, or a given callable). Calling again with the same shapes reuses the trace, so a loop
-over a thousand single images builds nothing new.
+A method subclasses `Explainer`, or `ClassExplainer` if it explains class scores (class-map methods
+subclass `class_map.ClassMap`), runs parts of its `ModelGraph` under some `Rules`, and implements
+`_compute(x, targets)` with TensorFlow ops. `ClassExplainer.explain` checks the images and class ids,
+then runs `_compute` inside a `tf.function` made once per kind of target (top class, top k, explicit
+ids, or a given callable) and returns an `Explanation`. Calling again with the same shapes reuses
+the trace, so a loop over a thousand single images builds nothing new.
 """
 
 import dataclasses
@@ -179,37 +179,14 @@ class Explainer:
         """(key, qualified name) of the layer the method works at; `ModelGraph.resolve` by default."""
         return self.graph.resolve(layer)
 
-    def explain(self, images: npt.ArrayLike, class_ids: ClassIds = None) -> Explanation:
-        """The maps of the images, with the classes, scores and probabilities they explain.
-
-        Args:
-            images: float32 (N, H, W, 3), as the model expects (RGB 0-255 for the `lib.nets` builders).
-            class_ids: None (each image's top class), an int, K ints, N lists of K ints, or a
-                callable; see `lib.methods.targets`.
-
-        Returns:
-            `Explanation`; its `maps` are what calling the method returns.
-
-        Raises:
-            InputError: for bad images or class ids, or a model that gives NaN or Inf.
-        """
-        return Explanation(layer=self.layer, **self._call(images, class_ids))
-
     @property
     def tracing_count(self):
         """How many times the compiled passes were traced (once per new input shape or target kind)."""
         return sum(fn.experimental_get_tracing_count() for fn in self._functions.values())
 
     def _compute(self, x, targets):
+        """The method's pass on images `x` for `targets`, in TensorFlow ops; see the subclasses."""
         raise NotImplementedError
-
-    def _call(self, images, class_ids=None):
-        """Check images and class ids, run the compiled `_compute`, and return its dict as numpy arrays."""
-        x = self._images(images)
-        ids = parse_class_ids(class_ids, x.shape[0], self._num_classes(class_ids))
-        if isinstance(ids, np.ndarray):
-            return self._run("ids", x, tf.constant(ids))
-        return self._run(ids, x)  # ids is None (top class), a TopK or a callable
 
     def _run(self, kind, *args):
         """Run the compiled pass for `kind`, made on first use, and return numpy arrays.
@@ -247,17 +224,6 @@ class Explainer:
         """
         return functools.partial(_compute_for_kind, self, kind)
 
-    def _num_classes(self, class_ids):
-        shape = self.graph.logits_shape
-        if len(shape) == 2:
-            return shape[1]
-        if class_ids is None or not callable(class_ids):
-            raise LayerError(
-                f"the model's output has shape {shape}, not (N, classes); pass a callable class_ids "
-                "that turns it into scores (N, K)"
-            )
-        return None
-
     def _images(self, images):
         """The images as a float32 tensor of the model's input size.
 
@@ -273,6 +239,49 @@ class Explainer:
                 f"images have shape {x.shape[1:]} but the model expects {expected}; resize the images"
             )
         return tf.constant(x)
+
+
+class ClassExplainer(Explainer):
+    """Base of the methods that explain class scores: `explain()` and the checks of `class_ids`.
+
+    A subclass implements `_compute(x, targets)` returning a dict of tensors: "maps", and the fields
+    of `targets.outcome` ("scores", and for class targets "class_ids" and "probabilities").
+    """
+
+    def explain(self, images: npt.ArrayLike, class_ids: ClassIds = None) -> Explanation:
+        """The maps of the images, with the classes, scores and probabilities they explain.
+
+        Args:
+            images: float32 (N, H, W, 3), as the model expects (RGB 0-255 for the `lib.nets` builders).
+            class_ids: None (each image's top class), `TopK(k)`, an int, K ints, N lists of K
+                ints, or a callable; see `lib.methods.targets`.
+
+        Returns:
+            `Explanation`; its `maps` are what calling the method returns.
+
+        Raises:
+            InputError: for bad images or class ids, or a model that gives NaN or Inf.
+        """
+        return Explanation(layer=self.layer, **self._call(images, class_ids))
+
+    def _call(self, images, class_ids=None):
+        """Check images and class ids, run the compiled `_compute`, and return its dict as numpy arrays."""
+        x = self._images(images)
+        ids = parse_class_ids(class_ids, x.shape[0], self._num_classes(class_ids))
+        if isinstance(ids, np.ndarray):
+            return self._run("ids", x, tf.constant(ids))
+        return self._run(ids, x)  # ids is None (top class), a TopK or a callable
+
+    def _num_classes(self, class_ids):
+        shape = self.graph.logits_shape
+        if len(shape) == 2:
+            return shape[1]
+        if class_ids is None or not callable(class_ids):
+            raise LayerError(
+                f"the model's output has shape {shape}, not (N, classes); pass a callable class_ids "
+                "that turns it into scores (N, K)"
+            )
+        return None
 
 
 def _compute_for_kind(explainer, kind, x, *ids):

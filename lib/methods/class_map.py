@@ -24,12 +24,12 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
-from lib.methods.base import Explainer, Scores, activations_and_gradients
+from lib.methods.base import ClassExplainer, Scores, activations_and_gradients
 from lib.methods.maps import class_maps
 from lib.methods.targets import ClassIds, outcome
 
 
-class ClassMap(Explainer):
+class ClassMap(ClassExplainer):
     """A class-map method: maps (N, K, H, W) in [0, 1] from the weighted channels of one layer.
 
     Args:

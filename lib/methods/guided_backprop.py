@@ -11,12 +11,12 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from lib.methods.base import Explainer, Scores, activations_and_gradients
+from lib.methods.base import ClassExplainer, Scores, activations_and_gradients
 from lib.methods.rules import Rules
 from lib.methods.targets import ClassIds, outcome
 
 
-class GuidedBackprop(Explainer):
+class GuidedBackprop(ClassExplainer):
     """Guided-backpropagation gradients; the K classes of an image share one forward pass.
 
     Args:
