@@ -36,7 +36,15 @@ from lib.methods.class_map import ClassMap
 from lib.methods.deconvnet import Deconvnet
 from lib.methods.filters import FeatureMaps, feature_maps, filter_tiles, layer_filters
 from lib.methods.grad_cam import GradCAM, GuidedGradCAM
+from lib.methods.eigen_cam import EigenCAM
+from lib.methods.grad_cam_plus_plus import GradCAMPlusPlus
+from lib.methods.gradient_input import GradientTimesInput
 from lib.methods.guided_backprop import GuidedBackprop
+from lib.methods.hires_cam import HiResCAM
+from lib.methods.input_gradient import InputGradient
+from lib.methods.layer_cam import LayerCAM
+from lib.methods.saliency import Saliency
+from lib.methods.xgrad_cam import XGradCAM
 from lib.methods.targets import TopK
 
 __all__ = [
@@ -44,13 +52,21 @@ __all__ = [
     "ClassExplainer",
     "ClassMap",
     "Deconvnet",
+    "EigenCAM",
     "Explainer",
     "Explanation",
     "FeatureMaps",
     "GradCAM",
+    "GradCAMPlusPlus",
+    "GradientTimesInput",
     "GuidedBackprop",
     "GuidedGradCAM",
+    "HiResCAM",
+    "InputGradient",
+    "LayerCAM",
+    "Saliency",
     "TopK",
+    "XGradCAM",
     "feature_maps",
     "filter_tiles",
     "layer_filters",

@@ -22,7 +22,7 @@ from lib.methods.base import Explanation
 from lib.methods.class_map import ClassMap
 from lib.methods.graph import activation_name
 from lib.methods.rules import relu_kind
-from lib.methods.targets import ClassIds, outcome
+from lib.methods.targets import ClassIds
 
 # Layers that may sit between pooling and the dense layer without changing the CAM weights.
 PASS_THROUGH = (keras.layers.Dropout, keras.layers.Flatten)
@@ -84,8 +84,7 @@ class CAM(ClassMap):
 
     def _activations_and_gradients(self, x, targets):
         """A, its "gradients" (N, K, 1, 1, C): the class weights, the same at every position, and fields."""
-        activations, values = self._run_base(x)
-        _, fields = outcome(self._logits(values), targets)
+        activations, _, fields = self._forward(x, targets)
         ids = fields["class_ids"]  # (N, K)
         if self._class_weights is None:  # channel c is the map of class c
             weights = tf.one_hot(ids, activations.shape[-1], dtype=activations.dtype)  # (N, K, C)

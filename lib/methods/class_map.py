@@ -16,7 +16,9 @@ channel weights. Grad-CAM is
         def channel_weights(self, activations, gradients):
             return tf.reduce_mean(gradients, axis=(2, 3))
 
-and a method whose weights need no gradients (CAM) overrides `_activations_and_gradients`.
+A method whose weights need no gradients sets `needs_gradients = False` (Eigen-CAM) and gets
+`gradients=None`, or overrides `_activations_and_gradients` (CAM reads them off the dense weights).
+Weights for one target, (N, 1, ...), give the same map for each of the K targets (class-agnostic).
 """
 
 import keras
@@ -43,6 +45,8 @@ class ClassMap(ClassExplainer):
     Raises:
         LayerError: for an unknown or non-spatial layer.
     """
+
+    needs_gradients = True  # False: the hooks get gradients=None and no backward pass is run
 
     def __init__(self, model: keras.Model, layer: str | keras.layers.Layer | None = None):
         super().__init__(model, layer)
@@ -73,13 +77,18 @@ class ClassMap(ClassExplainer):
 
     def _compute(self, x, targets):
         activations, gradients, fields = self._activations_and_gradients(x, targets)
-        return {"maps": self._class_maps(activations, gradients, x.shape[1:3]), **fields}
+        maps = self._class_maps(activations, gradients, x.shape[1:3])  # (N, K or 1, H, W)
+        targets_shape = tf.shape(fields["scores"])
+        return {"maps": tf.broadcast_to(maps, tf.concat([targets_shape, tf.shape(maps)[2:]], 0)), **fields}
 
     def _class_maps(self, activations, gradients, size):
         return class_maps(activations, self.spatial_weights(activations, gradients), size)
 
     def _activations_and_gradients(self, x, targets):
         """(A, gradients of the K scores w.r.t. A, `targets.outcome` fields), normal gradient rules."""
+        if not self.needs_gradients:
+            activations, _, fields = self._forward(x, targets)
+            return activations, None, fields
         fields = {}
 
         def head(activations, values):
@@ -89,6 +98,12 @@ class ClassMap(ClassExplainer):
 
         activations, gradients, _ = activations_and_gradients(x, self._run_base, head, to_input=False)
         return activations, gradients, fields
+
+    def _forward(self, x, targets):
+        """(A, every value up to the logits, `targets.outcome` fields): one forward pass, no tape."""
+        activations, values = self._run_base(x)
+        values = self.graph.run(self._head, values)
+        return activations, values, outcome(values[self.graph.logits_key], targets)[1]
 
     def _run_base(self, x, call=None):
         values = self.graph.run(self._base, {self.graph.input_key: x}, call)
