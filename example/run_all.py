@@ -42,6 +42,13 @@ EXAMPLES = (
         ["--model", "squeezenet", *PHOTOS],
     ),
     ("deconv", "deconv/squeezenet", "deconv/squeezenet", ["--model", "squeezenet", *PHOTOS]),
+    ("compare", "compare/squeezenet", "compare/squeezenet", ["--model", "squeezenet", *PHOTOS]),
+    (
+        "compare",
+        "compare/efficientnet_lite0",
+        "compare/efficientnet_lite0",
+        ["--model", "efficientnet_lite0", *PHOTOS],
+    ),
     ("vizfilter", "vizfilter", "firstfilter", []),
     ("gradcam", "gradcam", "grad_cam", []),
     ("cam", "cam", "cam", []),
@@ -50,6 +57,7 @@ EXAMPLES = (
     ("guided_backpropagation", "guided_backpropagation", "guided_backpropagation", ["--sanity-check"]),
     ("deconv", "deconv", "deconv", []),
     ("deconv", "deconv", "deconv", ["--layer", "conv3_2", "--id", "49"]),
+    ("compare", "compare", "compare", ["--model", "shapes_vgg", "--images", str(cli.SAMPLES_DIR)]),
 )
 
 

@@ -1,0 +1,113 @@
+"""Every method side by side on the same pictures and classes: rows image x class, columns methods.
+
+Usage: python example/compare.py [--model squeezenet] [--images photos] [--methods grad_cam,score_cam]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import lib
+
+lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays off the terminal
+
+# isort: split
+
+import numpy as np
+
+from lib import cli, plot
+from lib.compare import DEFAULT_LAYERS, compare, tile
+from lib.errors import InputError
+from lib.methods import catalog
+
+PHOTOS = ("coffee", "chelsea", "camera", "grace_hopper")  # the default pictures: one clear class each
+DPI = 80
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_model_arguments(parser, "squeezenet")
+    cli.add_image_arguments(parser)
+    parser.set_defaults(images="photos")
+    parser.add_argument(
+        "--methods",
+        default=",".join(catalog.names()),
+        help=f"comma-separated methods (default: all of {', '.join(catalog.names())})",
+    )
+    parser.add_argument("--layer", default=None, help="layer of the class-map methods (default: per network)")
+    cli.add_class_id_argument(parser, "each image's top class")
+    parser.add_argument(
+        "--max-images", type=cli.positive_int, default=4, help="pictures compared (default 4)"
+    )
+    cli.add_output_arguments(parser, "compare")
+    return parser.parse_args(argv)
+
+
+def chosen_methods(text):
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in catalog.ENTRIES]
+    if unknown or not names:
+        missing = ", ".join(unknown) or "(none)"
+        raise InputError(f"--methods {text!r}: unknown {missing}; pick from {', '.join(catalog.names())}")
+    return names
+
+
+def pictures(args, size):
+    """The images compared: the default photos for `--images photos`, else the first of `--images`."""
+    sources = cli.image_sources(args.images)
+    if args.images == "photos":
+        sources = [s for s in sources if Path(s.name).stem in PHOTOS]
+    run = cli.ImageRun(sources[: args.max_images], size, batch_size=args.max_images, crop=args.crop)
+    batches = list(run)
+    if not batches:
+        raise InputError(f"none of the images could be read: {run.summary()}")
+    return batches[0]
+
+
+def figure(batch, results, class_names, title):
+    """Rows image x class; columns: the image, then each method with its time per image."""
+    rows, row_titles = [], []
+    first = results[0].result
+    for i, path in enumerate(batch.paths):
+        pixels = plot.to_uint8(batch.images[i], value_range=(0, 255))
+        for k, label in enumerate(cli.class_labels(class_names, first, i)):
+            rows.append([pixels, *(tile(r.kind, batch.images[i], r.result.maps[i, k]) for r in results)])
+            row_titles.append(f"{Path(path).stem}\n{label}")
+    columns = ["image", *(f"{r.label}\n{1000 * r.seconds:.0f} ms/img" for r in results)]
+    fig = plot.figure_rows(rows, col_titles=columns, row_titles=row_titles, tile_size=1.45)
+    fig.suptitle(title, fontsize=plot.TITLE_SIZE + 1)
+    return fig
+
+
+def main(args):
+    if args.list_layers:
+        print(cli.list_layers(cli.load_subject(args.model, args.weights).model))
+        return 0
+    names = chosen_methods(args.methods)
+    cli.check_model_arg(args.model)
+    out = cli.prepare_output(args.out)
+    subject = cli.load_subject(args.model, args.weights)
+    class_ids = cli.parse_class_id(args.class_id, subject.class_names)
+    layer = args.layer or DEFAULT_LAYERS.get(subject.name)
+    print(f"comparing {len(names)} methods on {subject.name} (layer {layer or 'the last spatial one'})")
+    batch = pictures(args, subject.image_size)
+    print(f"read {len(batch.paths)} image(s) from {args.images}")
+
+    def report(compared):
+        print(f"  {compared.label:<22} {1000 * compared.seconds:8.1f} ms/image")
+
+    results = compare(subject.model, batch.images, names, class_ids=class_ids, layer=layer, progress=report)
+    where = layer or "last spatial layer"
+    title = f"{len(names)} methods on {subject.name} ({where}): time per image once compiled"
+    fig = figure(batch, results, subject.class_names, title)
+    path = plot.save_figure(fig, out / "compare.png", dpi=DPI)
+    maps = {r.name: np.asarray(r.result.maps, np.float32) for r in results}
+    plot.save_mat(out / "compare.mat", {**maps, "class_ids": np.asarray(results[0].result.class_ids)})
+    print(f"wrote {path} and compare.mat (each method's maps) to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main, parse_args()))

@@ -1,0 +1,106 @@
+"""Several methods side by side on the same images and classes: their maps, timings, and display tiles.
+
+    results = compare(model, images, ["grad_cam", "score_cam", "saliency"], layer="fire9_concat")
+    results[1].label, results[1].seconds, results[1].result.maps       # 'Score-CAM', s per image, maps
+
+The first method picks the classes (each image's top class unless `class_ids` are given) and every
+other method explains exactly those, so that the columns of a comparison agree on what they explain.
+"""
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+
+from lib import plot
+from lib.methods import catalog
+from lib.methods.base import Explanation
+from lib.methods.targets import TopK
+from lib.nets import bundled
+
+# The layer the class-map methods explain by default, per network: the last block before the classifier.
+DEFAULT_LAYERS = {
+    "squeezenet": "fire9_concat",
+    "efficientnet_lite0": "top_activation",
+    **bundled.LAST_CONV_LAYER,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Compared:
+    """One method's maps in a comparison.
+
+    Attributes:
+        name: its `catalog` name; label: its display name; kind: one of `catalog.KINDS`.
+        result: its `Explanation` of the images.
+        seconds: wall time per image of a call once compiled (the median of `repeats` calls).
+    """
+
+    name: str
+    label: str
+    kind: str
+    result: Explanation
+    seconds: float
+
+
+def compare(
+    model: keras.Model,
+    images: np.ndarray,
+    names: Sequence[str],
+    class_ids=None,
+    layer: str | None = None,
+    repeats: int = 1,
+    progress: Callable[[Compared], None] | None = None,
+) -> list[Compared]:
+    """Every method of `names` on the same images and classes, each compiled once, then timed.
+
+    Args:
+        model: a Keras CNN.
+        images: float32 (N, H, W, 3) as the model expects.
+        names: `catalog` names.
+        class_ids: as the methods take them; None for each image's top class.
+        layer: the layer of the methods that take one; None for each its default (the last spatial layer).
+        repeats: timed calls per method after the compiling one.
+        progress: called with each result as it is done.
+
+    Returns:
+        One `Compared` per name, in order.
+    """
+    targets = TopK(1) if class_ids is None else class_ids
+    results = []
+    for name in names:
+        entry = catalog.ENTRIES.get(name)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="layer=None")
+            method = catalog.build(name, model, layer if entry and entry.takes_layer else None)
+        result = method.explain(images, targets)  # compiles
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            result = method.explain(images, targets)
+            times.append((time.perf_counter() - start) / len(images))
+        if not results and result.class_ids is not None:
+            targets = result.class_ids  # the others explain exactly the classes the first one did
+        compared = Compared(name, entry.label, entry.kind, result, float(np.median(times)))
+        results.append(compared)
+        if progress:
+            progress(compared)
+    return results
+
+
+def tile(kind: str, image: np.ndarray, map_: np.ndarray) -> np.ndarray:
+    """What a person looks at for one map of `kind`: a heatmap overlay, or an input-space image.
+
+    Class maps are overlaid as they are; score maps (occlusion, RISE) by their positive part scaled
+    to its maximum; input-space maps (gradients) are shown signed, gray for zero.
+    """
+    pixels = plot.to_uint8(image, value_range=(0, 255))
+    if kind == "input space":
+        return plot.normalize_input_map(map_)
+    if kind == "score map":
+        positive = np.maximum(map_, 0)
+        map_ = positive / positive.max() if positive.max() > 0 else positive
+    return plot.overlay(pixels, np.clip(map_, 0, 1))
