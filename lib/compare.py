@@ -27,6 +27,9 @@ DEFAULT_LAYERS = {
     "efficientnet_lite0": "top_activation",
     **bundled.LAST_CONV_LAYER,
 }
+# Lighter settings than the methods' defaults (the papers'), so that a comparison of every method on
+# a few photos takes a minute or two on a CPU; shown in the labels.
+OPTIONS = {"rise": {"masks": 1000}, "smoothgrad": {"samples": 25}, "integrated_gradients": {"steps": 32}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +57,7 @@ def compare(
     layer: str | None = None,
     repeats: int = 1,
     progress: Callable[[Compared], None] | None = None,
+    options: dict | None = None,
 ) -> list[Compared]:
     """Every method of `names` on the same images and classes, each compiled once, then timed.
 
@@ -65,17 +69,19 @@ def compare(
         layer: the layer of the methods that take one; None for each its default (the last spatial layer).
         repeats: timed calls per method after the compiling one.
         progress: called with each result as it is done.
+        options: keyword arguments per method name; `OPTIONS` by default.
 
     Returns:
         One `Compared` per name, in order.
     """
     targets = TopK(1) if class_ids is None else class_ids
+    options = OPTIONS if options is None else options
     results = []
     for name in names:
-        entry = catalog.ENTRIES.get(name)
+        entry, chosen = catalog.ENTRIES.get(name), options.get(name, {})
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="layer=None")
-            method = catalog.build(name, model, layer if entry and entry.takes_layer else None)
+            method = catalog.build(name, model, layer if entry and entry.takes_layer else None, **chosen)
         result = method.explain(images, targets)  # compiles
         times = []
         for _ in range(repeats):
@@ -84,7 +90,8 @@ def compare(
             times.append((time.perf_counter() - start) / len(images))
         if not results and result.class_ids is not None:
             targets = result.class_ids  # the others explain exactly the classes the first one did
-        compared = Compared(name, entry.label, entry.kind, result, float(np.median(times)))
+        label = entry.label + "".join(f" {key}={value}" for key, value in chosen.items())
+        compared = Compared(name, label, entry.kind, result, float(np.median(times)))
         results.append(compared)
         if progress:
             progress(compared)
