@@ -75,7 +75,10 @@ def figure(batch, results, class_names, title):
         for k, label in enumerate(cli.class_labels(class_names, first, i)):
             rows.append([pixels, *(tile(r.kind, batch.images[i], r.result.maps[i, k]) for r in results)])
             row_titles.append(f"{Path(path).stem}\n{label}")
-    columns = ["image", *(f"{r.label}\n{1000 * r.seconds:.0f} ms/img" for r in results)]
+    columns = [
+        "image",
+        *(f"{r.label}\n{r.settings} {1000 * r.seconds:.0f} ms/img".replace("\n ", "\n") for r in results),
+    ]
     fig = plot.figure_rows(rows, col_titles=columns, row_titles=row_titles, tile_size=1.45)
     fig.suptitle(title, fontsize=plot.TITLE_SIZE + 1)
     return fig
@@ -96,7 +99,7 @@ def main(args):
     print(f"read {len(batch.paths)} image(s) from {args.images}")
 
     def report(compared):
-        print(f"  {compared.label:<22} {1000 * compared.seconds:8.1f} ms/image")
+        print(f"  {compared.label:<22} {1000 * compared.seconds:8.1f} ms/image  {compared.settings}")
 
     results = compare(subject.model, batch.images, names, class_ids=class_ids, layer=layer, progress=report)
     where = layer or "last spatial layer"

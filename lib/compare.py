@@ -28,7 +28,7 @@ DEFAULT_LAYERS = {
     **bundled.LAST_CONV_LAYER,
 }
 # Lighter settings than the methods' defaults (the papers'), so that a comparison of every method on
-# a few photos takes a minute or two on a CPU; shown in the labels.
+# a few photos takes a minute or two on a CPU; shown in the figures.
 OPTIONS = {"rise": {"masks": 1000}, "smoothgrad": {"samples": 25}, "integrated_gradients": {"steps": 32}}
 
 
@@ -38,6 +38,7 @@ class Compared:
 
     Attributes:
         name: its `catalog` name; label: its display name; kind: one of `catalog.KINDS`.
+        settings: the options it was built with, as text ("masks=1000"), or "".
         result: its `Explanation` of the images.
         seconds: wall time per image of a call once compiled (the median of `repeats` calls).
     """
@@ -45,6 +46,7 @@ class Compared:
     name: str
     label: str
     kind: str
+    settings: str
     result: Explanation
     seconds: float
 
@@ -90,8 +92,8 @@ def compare(
             times.append((time.perf_counter() - start) / len(images))
         if not results and result.class_ids is not None:
             targets = result.class_ids  # the others explain exactly the classes the first one did
-        label = entry.label + "".join(f" {key}={value}" for key, value in chosen.items())
-        compared = Compared(name, label, entry.kind, result, float(np.median(times)))
+        settings = " ".join(f"{key}={value}" for key, value in chosen.items())
+        compared = Compared(name, entry.label, entry.kind, settings, result, float(np.median(times)))
         results.append(compared)
         if progress:
             progress(compared)
@@ -101,13 +103,14 @@ def compare(
 def tile(kind: str, image: np.ndarray, map_: np.ndarray) -> np.ndarray:
     """What a person looks at for one map of `kind`: a heatmap overlay, or an input-space image.
 
-    Class maps are overlaid as they are; score maps (occlusion, RISE) by their positive part scaled
-    to its maximum; input-space maps (gradients) are shown signed, gray for zero.
+    Class maps are overlaid as they are; score maps (occlusion's score drops, RISE's mean scores) are
+    scaled from their minimum to their maximum, since their level says little and their order all;
+    input-space maps (gradients) are shown signed, gray for zero.
     """
     pixels = plot.to_uint8(image, value_range=(0, 255))
     if kind == "input space":
         return plot.normalize_input_map(map_)
     if kind == "score map":
-        positive = np.maximum(map_, 0)
-        map_ = positive / positive.max() if positive.max() > 0 else positive
+        low, span = map_.min(), np.ptp(map_)
+        map_ = (map_ - low) / span if span > 0 else np.zeros_like(map_)
     return plot.overlay(pixels, np.clip(map_, 0, 1))

@@ -54,12 +54,13 @@ def test_every_column_explains_the_classes_the_first_one_picked(model, images):
     np.testing.assert_allclose(results[1].result.maps, Saliency(model)(images, top), rtol=1e-5, atol=1e-9)
 
 
-def test_tiles_scale_score_maps_by_their_positive_maximum():
+def test_tiles_scale_score_maps_from_their_minimum_to_their_maximum():
     image = np.full((4, 4, 3), 128.0)
     drops = np.array([[-2.0, 0.0, 1.0, 4.0]] * 4)
-    as_tile = comparison.tile("score map", image, drops)
-    expected = comparison.tile("class map", image, np.maximum(drops, 0) / 4)
-    np.testing.assert_array_equal(as_tile, expected)
+    expected = comparison.tile("class map", image, (drops + 2) / 6)
+    np.testing.assert_array_equal(comparison.tile("score map", image, drops), expected)
+    flat = comparison.tile("score map", image, np.full((4, 4), 3.0))
+    np.testing.assert_array_equal(flat, comparison.tile("class map", image, np.zeros((4, 4))))
     assert (
         comparison.tile("input space", image, np.zeros((4, 4, 3))).tolist()
         == np.full((4, 4, 3), 0.5).tolist()
