@@ -9,6 +9,13 @@
     Deconvnet(model, layer)(images, channel=None, k=9)        # deconvnet.Reconstructions
     FeatureMaps(model, layer)(images, num_maps=16)            # (maps (N, h, w, M), channel ids)
 
+    # called like GradCAM, (N, K, H, W) in [0, 1]:
+    GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, EigenCAM, ScoreCAM, AblationCAM
+    # called like GuidedBackprop, (N, K, H, W, 3) raw values; SmoothGrad wraps any of them:
+    Saliency, GradientTimesInput, IntegratedGradients(model, steps=64), SmoothGrad(Saliency(model))
+    # score maps (N, K, H, W), raw score changes:
+    Occlusion(model, size=32, stride=16), RISE(model, masks=4000)
+
     result = GradCAM(model).explain(images)   # Explanation: maps, class_ids, scores, probabilities, layer
     GradCAM(model).explain(images, TopK(3))   # each image's 3 top classes, from the same one pass
 
@@ -27,27 +34,40 @@ The design, from the bottom up:
   one `GradientTape` (`base.activations_and_gradients`); `base.ClassExplainer`, the base of the
   methods that explain class scores, adds `explain()`, which returns a `base.Explanation`.
 - `class_map.ClassMap` is the base of the class-map methods: a subclass overrides one hook, the
-  channel weights (Grad-CAM: the mean gradient) or the spatial weights.
+  channel weights (Grad-CAM: the mean gradient) or the spatial weights; `channel_perturbation`
+  scores channels by forward passes (Score-CAM, Ablation-CAM).
+- `input_gradient.InputGradient` is the base of the input-space gradient methods (Saliency,
+  Gradient x Input, guided backpropagation); `sampling` averages them over noisy copies or a path
+  (SmoothGrad, Integrated Gradients); `perturbation` scores masked copies (occlusion, RISE).
+- `catalog` builds any of them by a short name, for scripts and comparisons.
 """
 
+from lib.methods.ablation_cam import AblationCAM
 from lib.methods.base import ClassExplainer, Explainer, Explanation
 from lib.methods.cam import CAM
 from lib.methods.class_map import ClassMap
 from lib.methods.deconvnet import Deconvnet
+from lib.methods.eigen_cam import EigenCAM
 from lib.methods.filters import FeatureMaps, feature_maps, filter_tiles, layer_filters
 from lib.methods.grad_cam import GradCAM, GuidedGradCAM
-from lib.methods.eigen_cam import EigenCAM
 from lib.methods.grad_cam_plus_plus import GradCAMPlusPlus
 from lib.methods.gradient_input import GradientTimesInput
 from lib.methods.guided_backprop import GuidedBackprop
 from lib.methods.hires_cam import HiResCAM
 from lib.methods.input_gradient import InputGradient
+from lib.methods.integrated_gradients import IntegratedGradients
 from lib.methods.layer_cam import LayerCAM
+from lib.methods.occlusion import Occlusion
+from lib.methods.rise import RISE
 from lib.methods.saliency import Saliency
-from lib.methods.xgrad_cam import XGradCAM
+from lib.methods.score_cam import ScoreCAM
+from lib.methods.smoothgrad import SmoothGrad, VarGrad
 from lib.methods.targets import TopK
+from lib.methods.xgrad_cam import XGradCAM
 
 __all__ = [
+    "RISE",
+    "AblationCAM",
     "CAM",
     "ClassExplainer",
     "ClassMap",
@@ -63,9 +83,14 @@ __all__ = [
     "GuidedGradCAM",
     "HiResCAM",
     "InputGradient",
+    "IntegratedGradients",
     "LayerCAM",
+    "Occlusion",
     "Saliency",
+    "ScoreCAM",
+    "SmoothGrad",
     "TopK",
+    "VarGrad",
     "XGradCAM",
     "feature_maps",
     "filter_tiles",
