@@ -54,6 +54,7 @@ FLOORS = ("forward", "forward+backward")
 TARGET = 1.15
 CLASSES_K3 = [0, 1, 2]
 LOAD_TIME_LIMIT = 10.0  # seconds, issue 3
+FAMILY_REPEATS = 3  # rounds of the issue-12 methods (Score-CAM alone is 512 forward passes a call)
 LOOP_MODEL = "shapes_vgg"
 LOOP_WARM_UP = 100  # calls before the resident set size is first read
 LOOP_GROWTH_LIMIT = 10.0  # MB of resident memory a method may gain over the measured calls
@@ -73,6 +74,12 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, bundled models only")
     parser.add_argument("--skip-load-time", action="store_true", help="skip the fresh-process load timing")
     parser.add_argument(
+        "--family-repeats",
+        type=int,
+        default=FAMILY_REPEATS,
+        help="timed rounds of the method families on SqueezeNet, one image per call (0 skips them)",
+    )
+    parser.add_argument(
         "--loop-calls",
         type=int,
         default=1000,
@@ -83,6 +90,7 @@ def parse_args(argv=None):
         args.models = [m for m in args.models if m != "vgg19"] or ["shapes_vgg"]
         args.repeats = 2
         args.loop_calls = min(args.loop_calls, 200)
+        args.family_repeats = min(args.family_repeats, 1)
     return args
 
 
@@ -185,7 +193,7 @@ def _row(model_name, batch, method, seconds, fwd, floor=None, target=None):
     verdict = (
         "" if target is None else ("PASS" if not over else "over" if len(over) == 2 else f"{over[0]} over")
     )
-    label = "fwd" if passes == 0 else f"fwd + {passes} bwd"
+    label = passes if isinstance(passes, str) else "fwd" if passes == 0 else f"fwd + {passes} bwd"
     return {
         **row,
         "floor": label,
@@ -329,11 +337,26 @@ def main(args):
         lines = [f"{r['model']} batch {r['batch']} {r['method']}" for r in rows if r["target"] == kind]
         print(f"{kind} target: {', '.join(lines) or 'none'}")
     print(f"timing took {time.perf_counter() - started:.0f} s, {_load()} at end", flush=True)
+    if args.family_repeats > 0:
+        report_families(args.family_repeats)
     if args.loop_calls > 0:
         report_loop_memory(args.loop_calls)
     if not args.skip_load_time:
         for name in [m for m in args.models if m in bundled.names()]:
             report_load_time(name)
+
+
+def report_families(repeats):
+    """The method families of issue 12 on SqueezeNet, each against its own floor (`families.py`)."""
+    from families import family_rows
+
+    started = time.perf_counter()
+    rows = family_rows(time_rounds, _row, batch=1, repeats=repeats)
+    print(f"\nmethod families on squeezenet (fire9_concat, C = 512), one image per call, {repeats} rounds:")
+    print_table(rows)
+    lines = [r["method"] for r in rows if r["target"] not in ("", "PASS")]
+    print(f"over target: {', '.join(lines) or 'none'}; took {time.perf_counter() - started:.0f} s")
+    print("peer: tf-keras-vis's Score-CAM takes more than 60 s for one VGG19 image on this kind of CPU")
 
 
 def _load():
