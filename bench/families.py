@@ -21,6 +21,7 @@ from lib.methods import (
     RISE,
     AblationCAM,
     EigenCAM,
+    GradCAM,
     GradCAMPlusPlus,
     GradientTimesInput,
     HiResCAM,
@@ -39,7 +40,7 @@ SAMPLES = 8  # SmoothGrad samples and Integrated Gradients steps
 CHUNK = 64  # masked or ablated copies per pass
 OCCLUSION = {"size": 32, "stride": 16}
 RISE_MASKS = 512
-CAM_VARIANTS = (GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, EigenCAM)
+CAM_VARIANTS = (GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, EigenCAM)  # Grad-CAM for reference
 
 
 def family_rows(time_rounds, row, batch, repeats):
