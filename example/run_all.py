@@ -21,6 +21,7 @@ lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays off the 
 from lib import cli
 
 PHOTOS = ["--images", "photos"]
+COMPARED = ["--max-images", "2"]  # every method on two photos: Score-CAM and RISE take seconds per image
 # (script module, its output folder under output/, its doc folder, extra arguments). The real ImageNet
 # networks on photographs come first, each in a subfolder named after the network; the bundled shapes
 # models follow, for what needs ground truth or training (CAM training, the pointing game).
@@ -42,7 +43,7 @@ EXAMPLES = (
         ["--model", "squeezenet", *PHOTOS],
     ),
     ("deconv", "deconv/squeezenet", "deconv/squeezenet", ["--model", "squeezenet", *PHOTOS]),
-    ("compare", "compare/squeezenet", "compare/squeezenet", ["--model", "squeezenet", *PHOTOS]),
+    ("compare", "compare/squeezenet", "compare/squeezenet", ["--model", "squeezenet", *PHOTOS, *COMPARED]),
     (
         "compare",
         "compare/efficientnet_lite0",
