@@ -77,7 +77,7 @@ def figure(batch, results, class_names, title):
             row_titles.append(f"{Path(path).stem}\n{label}")
     columns = [
         "image",
-        *(f"{r.label}\n{r.settings} {1000 * r.seconds:.0f} ms/img".replace("\n ", "\n") for r in results),
+        *("\n".join(filter(None, (r.label, r.settings, f"{1000 * r.seconds:.0f} ms/img"))) for r in results),
     ]
     fig = plot.figure_rows(rows, col_titles=columns, row_titles=row_titles, tile_size=1.45)
     fig.suptitle(title, fontsize=plot.TITLE_SIZE + 1)
