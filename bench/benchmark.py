@@ -351,7 +351,7 @@ def report_families(repeats):
     from families import family_rows
 
     started = time.perf_counter()
-    rows = family_rows(time_rounds, _row, batch=1, repeats=repeats)
+    rows = family_rows(time_rounds, _row, floors, batch=1, repeats=repeats)
     print(f"\nmethod families on squeezenet (fire9_concat, C = 512), one image per call, {repeats} rounds:")
     print_table(rows)
     lines = [r["method"] for r in rows if r["target"] not in ("", "PASS")]

@@ -43,19 +43,20 @@ RISE_MASKS = 512
 CAM_VARIANTS = (GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, EigenCAM)  # Grad-CAM for reference
 
 
-def family_rows(time_rounds, row, batch, repeats):
+def family_rows(time_rounds, row, plain_floors, batch, repeats):
     """Table rows of every family method at `batch` images, on SqueezeNet, with their floors.
 
     Args:
         time_rounds: `benchmark.time_rounds`, which times calls in interleaved rounds.
         row: `benchmark._row`, which turns times and a floor into a table row.
+        plain_floors: `benchmark.floors`, the compiled forward and forward+backward of a model.
         batch: images per call, N.
         repeats: timed rounds.
     """
     model = squeezenet(weights="imagenet")
     size = model.inputs[0].shape[1:3]
     images = np.random.default_rng(batch).uniform(0, 255, (batch, *size, 3)).astype("float32")
-    floors = _floors(model, batch)
+    floors = _floors(model, batch, plain_floors(model))
     methods = {
         **{m.__name__: (m(model, LAYER), "fwd", 1.15) for m in CAM_VARIANTS},
         "Saliency": (Saliency(model), "fwd+bwd", 1.10),
@@ -102,25 +103,14 @@ def family_rows(time_rounds, row, batch, repeats):
     return rows
 
 
-def _floors(model, batch):
-    """name -> call on the N images: forward, forward+backward, and the floors' building blocks."""
+def _floors(model, batch, plain):
+    """name -> call on the N images: `plain` (forward, forward+backward), and the floors' building blocks."""
     from lib.methods.graph import ModelGraph
 
     graph = ModelGraph(model)
     key = graph.resolve(LAYER)[0]
     _, head = graph.split(key)
     activation_shape = (CHUNK, *graph.shape_of(key)[1:])
-
-    @tf.function
-    def forward(x):
-        return model(x, training=False)
-
-    @tf.function
-    def forward_backward(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            score = tf.reduce_sum(model(x, training=False)[:, 0])
-        return tape.gradient(score, x)
 
     @tf.function
     def run_head(a):
@@ -132,10 +122,10 @@ def _floors(model, batch):
         rng.uniform(0, 255, (batch * SAMPLES, *model.inputs[0].shape[1:])).astype("float32")
     )
     activations = tf.constant(rng.uniform(0, 1, activation_shape).astype("float32"))
+    forward, forward_backward = plain["forward"], plain["forward+backward"]
     return {
-        "forward": lambda x: forward(x).numpy(),
-        "forward+backward": lambda x: forward_backward(x).numpy(),
-        f"forward+backward x{SAMPLES}": lambda x: forward_backward(sampled).numpy(),
-        f"forward of {CHUNK}": lambda x: forward(chunk).numpy(),
+        **plain,
+        f"forward+backward x{SAMPLES}": lambda x: forward_backward(sampled),
+        f"forward of {CHUNK}": lambda x: forward(chunk),
         f"head of {CHUNK}": lambda x: run_head(activations).numpy(),
     }
