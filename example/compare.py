@@ -24,6 +24,7 @@ from lib.methods import catalog
 
 PHOTOS = ("coffee", "chelsea", "camera", "grace_hopper")  # the default pictures: one clear class each
 DPI = 80
+COLORS = 256  # palette PNGs: a figure of 18 columns of photos stays a few hundred kB
 
 
 def parse_args(argv=None):
@@ -105,7 +106,7 @@ def main(args):
     where = layer or "last spatial layer"
     title = f"{len(names)} methods on {subject.name} ({where}): time per image once compiled"
     fig = figure(batch, results, subject.class_names, title)
-    path = plot.save_figure(fig, out / "compare.png", dpi=DPI)
+    path = plot.save_figure(fig, out / "compare.png", dpi=DPI, colors=COLORS)
     maps = {r.name: np.asarray(r.result.maps, np.float32) for r in results}
     plot.save_mat(out / "compare.mat", {**maps, "class_ids": np.asarray(results[0].result.class_ids)})
     print(f"wrote {path} and compare.mat (each method's maps) to {out}")
