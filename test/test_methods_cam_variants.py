@@ -19,6 +19,7 @@ from lib.methods import (
     Saliency,
     XGradCAM,
 )
+from lib.methods.eigen_cam import first_right_singular_vectors
 
 SIZE, CLASSES, IDS = 16, 4, [[0, 2], [3, 1], [2, 2]]
 
@@ -139,6 +140,27 @@ def test_eigen_cam_is_the_first_right_singular_vector_projection():
     for k in range(2):  # class-agnostic: the same map for every target
         np.testing.assert_allclose(result.maps[:, k], expected[:, 0], atol=2e-5)
     np.testing.assert_array_equal(result.class_ids, [[0, 3], [1, 1], [2, 0]])
+
+
+@pytest.mark.parametrize("gap", [0.3, 0.9, 0.97])
+@pytest.mark.parametrize("signed", [False, True])
+def test_the_power_iteration_gives_numpys_first_right_singular_vector(gap, signed):
+    """Matrices (169, 512) with s_2 / s_1 = gap, non-negative like ReLU outputs or of both signs."""
+    rng = np.random.default_rng(int(gap * 100) + signed)
+    u, _ = np.linalg.qr(rng.normal(size=(169, 8)))
+    v, _ = np.linalg.qr(np.abs(rng.normal(size=(512, 8))) if not signed else rng.normal(size=(512, 8)))
+    matrix = (u * [1, gap, gap**2, 0.3, 0.2, 0.1, 0.05, 0.01]) @ v.T
+    matrix = np.abs(matrix) if not signed else matrix
+    expected = np.linalg.svd(matrix)[2][0]
+    got = first_right_singular_vectors(tf.constant(matrix[None], tf.float32)).numpy()[0]
+    np.testing.assert_allclose(got * np.sign(got @ expected), expected, atol=1e-4)
+
+
+def test_eigen_cam_of_an_all_zero_layer_is_all_zero():
+    model, features, _ = two_part_net()
+    for variable in features.get_layer("c2").weights:
+        variable.assign(tf.zeros_like(variable))
+    assert not EigenCAM(model, "c2")(images(2)).any()
 
 
 def test_saliency_and_gradient_times_input_are_the_input_gradient_and_its_product():

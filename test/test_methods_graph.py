@@ -1,12 +1,14 @@
 """The shared machinery of lib.methods: flattened graphs, layer resolution, logits, class ids."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from lib.errors import InputError, LayerError
-from lib.methods.graph import ModelGraph, call_op, is_plain_dense
+from lib.methods.graph import FINITE_PRESERVING, ModelGraph, call_op, is_plain_dense
 from lib.methods.targets import parse_class_ids
 
 
@@ -151,3 +153,50 @@ def test_class_ids_forms(class_ids, expected):
 def test_bad_class_ids_raise_input_error(class_ids, message):
     with pytest.raises(InputError, match=message):
         parse_class_ids(class_ids, 2, 3)
+
+
+def test_the_finite_check_skips_only_finite_preserving_layers_and_still_catches_an_overflow():
+    """An overflow in a convolution is caught behind a concatenation and a max-pooling (whose outputs
+    are not summed), though the fused conv-bias-ReLU after them turns its NaN into a finite logit."""
+    inp = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 1, activation="relu", name="a")(inp)
+    b = keras.layers.Conv2D(4, 1, activation="relu", name="b")(inp)
+    x = keras.layers.MaxPooling2D(name="pool")(keras.layers.Concatenate(name="cat")([a, b]))
+    x = keras.layers.Conv2D(3, 1, activation="relu", name="c")(x)
+    model = keras.Model(inp, keras.layers.GlobalAveragePooling2D(name="gap")(x))
+    model.get_layer("a").kernel.assign(np.full((1, 1, 3, 4), 1e38, np.float32))  # Inf for pixels of 10
+    mixed = np.zeros((1, 1, 8, 3), np.float32)
+    mixed[0, 0, :4] = [[1], [-1], [1], [-1]]  # Inf - Inf: NaN, which the fused ReLU turns into 0
+    model.get_layer("c").kernel.assign(mixed)
+    graph = ModelGraph(model)
+
+    def run(x, check):
+        values = graph.run(graph.steps, {graph.input_key: x}, check=check)
+        return values[graph.logits_key]
+
+    compiled = {check: tf.function(lambda x, check=check: run(x, check)) for check in (True, False)}
+    x = np.full((1, 8, 8, 3), 10, np.float32)
+    assert np.isfinite(compiled[False](x)).all()  # unchecked, the overflow ends in finite logits
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
+        compiled[True](x)
+    np.testing.assert_allclose(compiled[True](x / 1e10), compiled[False](x / 1e10))
+    summed = [type(step.op).__name__ for step in graph.steps if not isinstance(step.op, FINITE_PRESERVING)]
+    assert sorted(summed) == ["Conv2D", "Conv2D", "Conv2D", "GlobalAveragePooling2D"]
+
+
+def test_unchecked_traces_run_without_the_check_and_restores_it():
+    graph = ModelGraph(conv_net())
+
+    def check_ops(checking_block):
+        def run(x):
+            with checking_block():
+                return graph.run(graph.steps, {graph.input_key: x})[graph.logits_key]
+
+        traced = tf.function(run).get_concrete_function(tf.TensorSpec((1, 16, 16, 3)))
+        return sum(op.type.startswith("CheckNumerics") for op in traced.graph.get_operations())
+
+    assert check_ops(graph.unchecked) == 0
+    assert check_ops(contextlib.nullcontext) == 1  # one check of all the sums, restored after the block
+    with pytest.raises(ValueError), graph.unchecked():
+        raise ValueError
+    assert graph._checking

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from lib.errors import InputError
-from lib.methods import CAM, GradCAM, GuidedGradCAM, TopK
+from lib.methods import CAM, GradCAM, GuidedGradCAM, TopK, smoothgrad
 from lib.methods.deconvnet import Deconvnet
 from lib.methods.gradient_input import GradientTimesInput
 from lib.methods.guided_backprop import GuidedBackprop
@@ -176,6 +176,30 @@ def test_ig_keeps_the_clean_top_class_along_the_path_and_reports_the_clean_image
     np.testing.assert_array_equal(top2.class_ids, np.argsort(-logits, -1)[:, :2])
 
 
+def test_ig_of_a_batch_equals_one_image_at_a_time_and_k_classes_equal_k_calls():
+    model, x, ids = relu_net(), images(), [[0, 2], [1, 3], [4, 0]]
+    method = IntegratedGradients(model, steps=6, batch_size=5)
+    together = method(x, ids)
+    one_by_one = np.concatenate([method(x[i : i + 1], ids[i : i + 1]) for i in range(3)])
+    class_by_class = np.concatenate([method(x, [row[k : k + 1] for row in ids]) for k in range(2)], axis=1)
+    scale = np.abs(together).max()
+    np.testing.assert_allclose(one_by_one, together, atol=1e-6 * scale)
+    np.testing.assert_allclose(class_by_class, together, atol=1e-6 * scale)
+
+
+def test_the_path_loop_is_compiled_once_not_unrolled():
+    model, x = relu_net(), tf.constant(images(2))
+    sizes = []
+    for steps in (2, 40):
+        method = IntegratedGradients(model, steps=steps, batch_size=3)
+        method(x.numpy())
+        method(x.numpy() + 1)
+        assert method.tracing_count == 1
+        (function,) = method._functions.values()
+        sizes.append(len(function.get_concrete_function(x).graph.get_operations()))
+    assert sizes[0] == sizes[1]  # 20x the steps, 27 chunks instead of 2: the same graph
+
+
 @pytest.mark.slow
 def test_ig_is_complete_within_one_percent_at_64_steps_on_squeezenet():
     from lib.dataflow import images as image_io
@@ -273,6 +297,16 @@ def test_smoothgrad_is_the_same_for_every_chunk_size_and_image_by_image(method):
     single = method(Saliency(model), samples=5, seed=3, batch_size=4)
     one_by_one = np.concatenate([single(x[i : i + 1], [0, 2]) for i in range(3)])
     np.testing.assert_allclose(one_by_one, maps[0], rtol=1e-4, atol=1e-6 * np.abs(maps[0]).max())
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 100])
+def test_noise_drawn_in_each_chunk_equals_the_patterns_kept_with_the_pass(monkeypatch, batch_size):
+    model, x = relu_net(), images()
+    kept = SmoothGrad(Saliency(model), samples=5, seed=3, batch_size=batch_size)(x, [0, 2])
+    monkeypatch.setattr(smoothgrad, "PATTERN_BYTES", 0)  # too little memory: every chunk draws its own
+    drawn = SmoothGrad(Saliency(model), samples=5, seed=3, batch_size=batch_size)
+    np.testing.assert_array_equal(drawn(x, [0, 2]), kept)
+    assert drawn._patterns(x.shape[1:]) is None
 
 
 def test_smoothgrad_runs_the_wrapped_pass_inside_its_own_and_traces_once():

@@ -259,6 +259,9 @@ def test_the_masks_matrix_products_equal_tf_image_resize(small, large):
     maps = np.random.default_rng(1).uniform(0, 3, (4, *small)).astype(np.float32)
     rows, cols = interpolation(small[0], large[0]).numpy(), interpolation(small[1], large[1]).numpy()
     np.testing.assert_allclose(rows @ maps @ cols.T, upsample(maps, large), rtol=1e-5, atol=1e-5)
+    # what Score-CAM relies on to min-max scale a mask on the layer's grid: each pixel's weights sum to 1
+    np.testing.assert_allclose(rows.sum(1), 1, rtol=1e-6)
+    np.testing.assert_allclose(cols.sum(1), 1, rtol=1e-6)
 
 
 @pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, "8"])

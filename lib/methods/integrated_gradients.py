@@ -136,13 +136,11 @@ class IntegratedGradients(InputGradient):
         nodes, weights = (tf.constant(v) for v in path_rule(self.steps))
 
         def evaluate(n, j):  # m w_j times the gradients at the nodes j (int32 (B,)) of images n's paths
-            alpha = tf.gather(nodes, j)[:, None, None, None]
-            gradients = self._input_gradients(
-                tf.gather(baseline, n) + alpha * tf.gather(delta, n), targets_of(n)
-            )[0]
-            return (
-                gradients * (self.steps * tf.gather(weights, j))[:, None, None, None, None]
-            )  # (B, K, H, W, 3)
+            points = tf.gather(baseline, n) + tf.gather(nodes, j)[:, None, None, None] * tf.gather(delta, n)
+            weight = self.steps * tf.gather(weights, j)[:, None, None, None, None]
+            with self.graph.unchecked():  # the clean pass has checked for NaN and Inf
+                gradients = self._input_gradients(points, targets_of(n))[0]
+            return weight * gradients  # (B, K, H, W, 3)
 
         shape = (fields["scores"].shape[1], *x.shape[1:])  # (K, H, W, 3)
         mean, _ = sample_moments(x.shape[0], self.steps, self.batch_size, evaluate, shape)

@@ -41,10 +41,11 @@ def clean_targets(graph, steps, x, targets):
 def sample_moments(num_images, samples, batch_size, evaluate, shape, variance=False):
     """Mean over `samples` evaluations per image (and their squared deviations), in chunks.
 
-    Point j in 0 .. N * S - 1 is sample s = j % S of image n = j // S. Chunks hold at most
+    Point j in 0 .. N * S - 1 is sample s = j // N of image n = j % N: a chunk holds few distinct
+    samples (SmoothGrad draws one noise pattern per sample, for all images). Chunks hold at most
     `batch_size` points and are balanced (136 points in chunks of 32 run as 5 chunks of 28), the
     last one padded by repeating a point whose value is given weight 0. The variance is accumulated
-    with Chan et al.'s pairwise update (1979), which stays exact where the mean is much larger than
+    with Chan et al.'s pairwise update (1979), which stays accurate where the mean is much larger than
     the spread (a sum of squares minus the squared mean would cancel).
 
     Args:
@@ -68,8 +69,9 @@ def sample_moments(num_images, samples, batch_size, evaluate, shape, variance=Fa
     def body(chunk, count, mean, m2):
         j = chunk * size + tf.range(size)
         valid = j < total
-        n = tf.minimum(j, total - 1) // samples
-        values = evaluate(n, tf.minimum(j, total - 1) % samples)  # (B, *shape)
+        j = tf.minimum(j, total - 1)
+        n = j % num_images
+        values = evaluate(n, j // num_images)  # (B, *shape)
         segment = tf.where(valid, n, num_images)  # padded points go to segment N, dropped below
         sums = tf.math.unsorted_segment_sum(values, segment, num_images + 1)
         counts = tf.math.unsorted_segment_sum(tf.ones(size), segment, num_images + 1)
