@@ -348,11 +348,14 @@ def main(args):
 
 def report_families(repeats):
     """The method families of issue 12 on SqueezeNet, each against its own floor (`families.py`)."""
-    from families import family_rows
+    from families import FAST_ROUNDS, family_rows
 
     started = time.perf_counter()
     rows = family_rows(time_rounds, _row, floors, batch=1, repeats=repeats)
-    print(f"\nmethod families on squeezenet (fire9_concat, C = 512), one image per call, {repeats} rounds:")
+    print(
+        f"\nmethod families on squeezenet (fire9_concat, C = 512), one image per call, {repeats} rounds "
+        f"({repeats * FAST_ROUNDS} for the gradient methods), {_load()}:"
+    )
     print_table(rows)
     lines = [r["method"] for r in rows if r["target"] not in ("", "PASS")]
     print(f"over target: {', '.join(lines) or 'none'}; took {time.perf_counter() - started:.0f} s")

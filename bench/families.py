@@ -10,6 +10,11 @@ fire9_concat (C = 512 channels). Floors, per call on N images, with B a method's
     Occlusion, RISE (P passes)         N*P/B forward passes of B images             target 1.10
     Ablation-CAM                       forward(N) + N*C/B head passes of B          target 1.10
 
+A reference row times a forward pass plus the gradient of the top logit at the layer, without the
+NaN/Inf check: what automatic differentiation alone costs a gradient CAM variant. On SqueezeNet it is
+about 1.15x the forward pass, since the backward pass through conv10 (512 -> 1000 channels, 13x13)
+costs as much as its forward, a sixth of the network's.
+
 The peers' figures are printed beside them where known (tf-keras-vis's Score-CAM: more than 60 s for
 one VGG19 image on this kind of CPU, its issue #75).
 """
@@ -36,10 +41,12 @@ from lib.methods import (
 from lib.nets import squeezenet
 
 LAYER = "fire9_concat"
-SAMPLES = 8  # SmoothGrad samples and Integrated Gradients steps
+SAMPLES = 32  # SmoothGrad samples and Integrated Gradients steps, as compare.OPTIONS gives IG
 CHUNK = 64  # masked or ablated copies per pass
 OCCLUSION = {"size": 32, "stride": 16}
 RISE_MASKS = 512
+FAST_ROUNDS = 10  # rounds of the gradient methods per round of the perturbation methods
+LAYER_GRADIENT = f"fwd + gradient at {LAYER}, unchecked"  # the gradient CAM variants' own floor
 CAM_VARIANTS = (GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, HiResCAM, EigenCAM)  # Grad-CAM for reference
 
 
@@ -76,11 +83,19 @@ def family_rows(time_rounds, row, plain_floors, batch, repeats):
         "Occlusion 32/16": (Occlusion(model, batch_size=CHUNK, **OCCLUSION), "patches", 1.10),
         f"RISE {RISE_MASKS} masks": (RISE(model, masks=RISE_MASKS, batch_size=CHUNK), "masks", 1.10),
     }
-    calls = {**floors, **{name: method for name, (method, _, _) in methods.items()}}
-    objects = [m for m, _, _ in methods.values()]
-    times = time_rounds(calls, images, repeats, lambda: sum(m.tracing_count for m in objects))
-    fwd = times["forward"]
-    rows = [row("squeezenet", batch, name, times[name], fwd) for name in ("forward", "forward+backward")]
+    references = ("forward", "forward+backward", LAYER_GRADIENT)
+    fast = [name for name, (_, kind, _) in methods.items() if kind in ("fwd", "fwd+bwd")]
+    slow = [name for name in methods if name not in fast]
+
+    def timed(names, floor_names, rounds):  # a group of methods in rounds with their floors
+        calls = {**{n: floors[n] for n in floor_names}, **{n: methods[n][0] for n in names}}
+        objects = [methods[n][0] for n in names]
+        return time_rounds(calls, images, rounds, lambda: sum(m.tracing_count for m in objects))
+
+    # the fast methods get more rounds: a call of one takes 15-30 ms, and the machine's noise is larger
+    fast_times = timed(fast, references, repeats * FAST_ROUNDS)
+    slow_times = timed(slow, [n for n in floors if n not in references[1:]], repeats)
+    rows = [row("squeezenet", batch, name, fast_times[name], fast_times["forward"]) for name in references]
     occlusion = methods["Occlusion 32/16"][0]
     passes = {
         "channels": batch * 512 / CHUNK,
@@ -88,6 +103,8 @@ def family_rows(time_rounds, row, plain_floors, batch, repeats):
         "masks": batch * RISE_MASKS / CHUNK,
     }
     for name, (_, kind, target) in methods.items():
+        times = fast_times if name in fast else slow_times
+        fwd = times["forward"]
         if kind == "fwd":
             floor = ("fwd", fwd)
         elif kind == "fwd+bwd":
@@ -109,12 +126,22 @@ def _floors(model, batch, plain):
 
     graph = ModelGraph(model)
     key = graph.resolve(LAYER)[0]
-    _, head = graph.split(key)
+    base, head = graph.split(key)
     activation_shape = (CHUNK, *graph.shape_of(key)[1:])
 
     @tf.function
     def run_head(a):
         return graph.run(head, {key: a})[graph.logits_key]
+
+    @tf.function
+    def layer_gradient(x):  # what automatic differentiation alone costs a gradient CAM variant
+        with graph.unchecked():
+            values = graph.run(base, {graph.input_key: x})
+            with tf.GradientTape() as tape:
+                tape.watch(values[key])
+                logits = graph.run(head, values)[graph.logits_key]
+                top = tf.reduce_max(logits, axis=-1)
+            return tape.gradient(top, values[key])
 
     rng = np.random.default_rng(0)
     chunk = tf.constant(rng.uniform(0, 255, (CHUNK, *model.inputs[0].shape[1:])).astype("float32"))
@@ -128,4 +155,5 @@ def _floors(model, batch, plain):
         f"forward+backward x{SAMPLES}": lambda x: forward_backward(sampled),
         f"forward of {CHUNK}": lambda x: forward(chunk),
         f"head of {CHUNK}": lambda x: run_head(activations).numpy(),
+        LAYER_GRADIENT: lambda x: layer_gradient(x).numpy(),
     }

@@ -115,22 +115,18 @@ def _stack(grads, scores):
 
 
 def _checked(traced, x, *args):
-    """`traced(x, *args)` with the images and every float result checked for NaN and Inf in the graph.
+    """`traced(x, *args)` with every float result checked for NaN and Inf in the graph.
 
-    Checking inside the compiled pass costs a few microseconds; a NumPy scan after the call would cost
-    more than the rest of a small model's overhead. Finite images can still overflow a model, or its
-    weights can hold NaN, so the results are checked too, and the logits in `targets.scores`:
+    The images were checked in NumPy (`Explainer._images`). Finite images can still overflow a model,
+    or its weights can hold NaN, so the results are checked too, and the logits in `targets.scores`:
     max-pooling and the maps' rescaling can turn NaN into a finite but meaningless map.
     """
-    return tf.nest.map_structure(checked, traced(checked(x), *args))
+    return tf.nest.map_structure(checked, traced(x, *args))
 
 
 def _not_finite_error(x):
-    """The error for a pass that met NaN or Inf: in the images (as `check_images` says) or in the model."""
-    from lib.dataflow.images import check_images
-
+    """The error for a pass that met NaN or Inf with finite images (`Explainer._images` checked them)."""
     x = np.asarray(x)
-    check_images(x)  # raises for NaN or Inf pixels
     return InputError(
         f"the model gives NaN or Inf for images spanning [{x.min():.3g}, {x.max():.3g}]; pass pixels in the "
         "range it expects (RGB 0-255 for the lib.nets builders), and check that its weights are finite"
@@ -225,14 +221,14 @@ class Explainer:
         return functools.partial(_compute_for_kind, self, kind)
 
     def _images(self, images):
-        """The images as a float32 tensor of the model's input size.
+        """The images as a float32 tensor of the model's input size, NaN and Inf refused.
 
-        NaN and Inf are refused inside the compiled pass (`_checked`). The tensor is made here
-        because `tf.function` converts a NumPy argument more slowly than `tf.constant` does.
+        The tensor is made here because `tf.function` converts a NumPy argument more slowly than
+        `tf.constant` does.
         """
         from lib.dataflow.images import check_images  # imported on use: keeps lib.methods light
 
-        x = check_images(images, finite=False)
+        x = check_images(images)
         expected = self.graph.input_shape[1:]
         if any(e is not None and e != got for e, got in zip(expected, x.shape[1:], strict=True)):
             raise InputError(
