@@ -20,7 +20,7 @@ from lib.errors import InputError
 from lib.methods.cam import CAM
 from lib.methods.grad_cam import GradCAM, GuidedGradCAM
 from lib.methods.guided_backprop import GuidedBackprop
-from lib.metrics import as_class_maps, energy_in_mask, pointing_game
+from lib.metrics import as_class_maps, energies, hits
 from lib.nets.efficientnet import efficientnet_lite0
 from lib.nets.imagenet import class_names
 from lib.nets.squeezenet import squeezenet
@@ -111,7 +111,12 @@ def grid_game(model, methods, chosen, num_grids=24, seed=0, batch_size=4, progre
     for label, parts in maps.items():
         values = np.concatenate(parts)
         scores.append(
-            GridScore(label, energy_in_mask(values, masks, ids), pointing_game(values, masks, ids), ids.size)
+            GridScore(
+                label,
+                float(np.nanmean(energies(values, masks, ids))),
+                float(np.nanmean(hits(values, masks, ids))),
+                ids.size,
+            )
         )
     return scores
 

@@ -19,7 +19,7 @@ from lib.errors import InputError
 from lib.methods.cam import CAM
 from lib.methods.grad_cam import GradCAM, GuidedGradCAM
 from lib.methods.guided_backprop import GuidedBackprop
-from lib.metrics import as_class_maps, energy_in_mask, pointing_game
+from lib.metrics import as_class_maps, energies, hits
 from lib.nets import bundled
 
 SEED = 11  # generator seed of the pointing-game images (never used in training)
@@ -94,8 +94,12 @@ def score(
 ) -> PointingScore:
     """The `PointingScore` of maps (N, K, H, W) against masks (N, H, W), labelled (model, method, layer)."""
     tolerances = tuple(tolerances)
-    pointing = tuple(pointing_game(maps, masks, class_ids, tolerance=t) for t in tolerances)
-    return PointingScore(*label, pointing, tolerances, energy_in_mask(maps, masks, class_ids))
+    pointing = tuple(_mean(hits(maps, masks, class_ids, tolerance=t)) for t in tolerances)
+    return PointingScore(*label, pointing, tolerances, _mean(energies(maps, masks, class_ids)))
+
+
+def _mean(values):
+    return float(np.nanmean(values))
 
 
 def bundled_methods(name: str) -> list[tuple[str, str, Callable]]:

@@ -26,7 +26,8 @@ def test_grad_cam_equals_cam_and_beats_the_centre_baseline(scores):
     for name in bundled.names():
         last = bundled.LAST_CONV_LAYER[name]
         grad_cam, cam = rows[name, "Grad-CAM", last], rows[name, "CAM", last]
-        assert (grad_cam.pointing, grad_cam.energy) == (cam.pointing, cam.energy)  # same maps when pooled
+        # the same maps when pooled, up to float rounding
+        assert grad_cam.pointing == cam.pointing and grad_cam.energy == pytest.approx(cam.energy, rel=1e-6)
         hit, within_1, within_4 = grad_cam.pointing
         assert hit <= within_1 <= within_4  # a looser game never scores lower
         assert within_4 >= 0.8 and hit > baseline.pointing[0] + 0.25  # on 500 images: about 93% and 60%

@@ -12,7 +12,7 @@ Usage:
     image = load("chelsea")                          # uint8 (300, 451, 3)
     grids, cells = load_grids(DEFAULT_GRIDS)         # float32 (3, 448, 448, 3), int64 (448, 448)
     masks = cell_masks(cells, class_ids)             # class_ids int (3, 4): the class of each cell
-    rate = lib.metrics.pointing_game(maps, masks, class_ids)  # maps (3, 4, 448, 448), one per cell
+    rate = lib.metrics.pointing_game(model, grids, class_ids, maps=maps, masks=masks).mean  # one per cell
 """
 
 import dataclasses
@@ -282,8 +282,8 @@ def load_grids(
 def cell_masks(cells: ArrayLike, class_ids: ArrayLike) -> np.ndarray:
     """Masks of grids in the convention of `lib.metrics`: c + 1 on the cell of an image of class c, else 0.
 
-    With them, `lib.metrics.pointing_game(maps, masks, ids)` is the rate at which a class map peaks in the
-    cell of its class, and `energy_in_mask` the share of its (positive) mass in that cell.
+    With them, `lib.metrics.hits(maps, masks, ids)` says whether each class map peaks in the cell of its
+    class, and `lib.metrics.energies` gives the share of its positive mass in that cell.
 
     Args:
         cells: int (H, W) from `compose_grid` (i on image i's cell, -1 on unused cells), or (N, H, W).
