@@ -66,7 +66,7 @@ class ChannelPerturbation(ClassMap):
         by each of s channels (int32 (s,)), image-major.
 
         Called once per pass, so that work shared by every block is done once; `run` is called per
-        block. It may run the graph with `check=False`: the clean pass checked every layer for NaN and
+        block. It may run the graph `unchecked()`: the clean pass checked every layer for NaN and
         Inf, and the perturbed logits are checked when scored.
         """
         raise NotImplementedError

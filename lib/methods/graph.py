@@ -349,8 +349,9 @@ class ModelGraph:
         """Trace `run` without its NaN/Inf check inside this block.
 
         For the many perturbed copies of images whose clean pass was checked (the points of
-        Integrated Gradients' path, SmoothGrad's noisy copies): the methods wrapped inside run their
-        own passes unchanged, and the maps are still checked at the end.
+        Integrated Gradients' path, SmoothGrad's noisy copies, Score-CAM's masked images, ...): the
+        check costs 8% of a SqueezeNet forward pass. Methods wrapped inside run their own passes
+        unchanged, and the maps are still checked at the end.
         """
         before, self._checking = self._checking, False
         try:
@@ -358,15 +359,13 @@ class ModelGraph:
         finally:
             self._checking = before
 
-    def run(self, steps, values, call=None, check=True):
+    def run(self, steps, values, call=None):
         """Execute `steps` on real tensors, adding each output to a copy of `values`.
 
         Args:
             steps: steps in graph order whose inputs are in `values` or produced by earlier steps.
             values: dict key -> tensor, e.g. `{graph.input_key: images}`.
             call: `call(step, args, kwargs) -> outputs`; default runs the layer in inference mode.
-            check: False skips `_finite_checked`, for the many perturbed copies of images whose clean
-                pass was checked (it costs 8% of a SqueezeNet forward pass); so does `unchecked()`.
 
         Returns:
             dict key -> tensor with every value computed; see `_finite_checked`.
@@ -380,7 +379,7 @@ class ModelGraph:
             values.update(zip(step.out_keys, outs, strict=True))
             if not isinstance(step.op, FINITE_PRESERVING):
                 produced += [key for key, out in zip(step.out_keys, outs, strict=True) if _is_float(out)]
-        return _finite_checked(values, produced) if check and self._checking else values
+        return _finite_checked(values, produced) if self._checking else values
 
 
 def _is_float(tensor):

@@ -51,7 +51,8 @@ class ScoreCAM(ChannelPerturbation):
             masked = tf.reshape(
                 tf.gather(flat, images) * masks, (-1, height, width, depth)
             )  # (m * s, H, W, 3)
-            return self.graph.run(steps, {self.graph.input_key: masked}, check=False)[self.graph.logits_key]
+            with self.graph.unchecked():  # the clean pass was checked
+                return self.graph.run(steps, {self.graph.input_key: masked})[self.graph.logits_key]
 
         return run
 
