@@ -61,7 +61,7 @@ def deletion(
     Raises:
         InputError: for bad maps, classes, steps, score or baseline.
     """
-    x, maps, ids = _inputs(images, class_ids, maps, method, batch_size)
+    x, maps, ids = checked_inputs(images, class_ids, maps, method, batch_size)
     removed = substrate(baseline, x)
     return _causal("deletion", model, x, removed, x, maps, ids, steps, score, batch_size, seed)
 
@@ -76,7 +76,7 @@ def insertion(
     floor(s * H * W / steps) original pixels of the map's order. A faithful map makes the score rise
     fast: higher is better. Args, Returns and Raises as for `deletion` (name "insertion").
     """
-    x, maps, ids = _inputs(images, class_ids, maps, method, batch_size)
+    x, maps, ids = checked_inputs(images, class_ids, maps, method, batch_size)
     return _causal("insertion", model, x, x, blur(x), maps, ids, steps, score, batch_size, seed)
 
 
@@ -175,7 +175,8 @@ def blur(x):
     return ndimage.convolve(x, kernel[None, :, :, None].astype(np.float32), mode="reflect")
 
 
-def _inputs(images, class_ids, maps, method, batch_size):
+def checked_inputs(images, class_ids, maps, method, batch_size):
+    """(images float32, maps (N, K, H, W), class ids (N, K)), checked: what each faithfulness metric takes."""
     from lib.dataflow.images import check_images  # imported on use, as the methods do
 
     batch_size = positive_int(batch_size, "batch_size")
@@ -207,7 +208,7 @@ def _causal(name, model, x, first, rest, maps, ids, steps, score, batch_size, se
 
 
 def _soft_mask(name, formula, model, images, class_ids, maps, method, batch_size, seed, higher=False):
-    x, maps, ids = _inputs(images, class_ids, maps, method, batch_size)
+    x, maps, ids = checked_inputs(images, class_ids, maps, method, batch_size)
     probabilities = scorer(model, batch_size)
     clean = probabilities(x, ids)  # (N, K)
 
