@@ -23,7 +23,8 @@ from lib.errors import InputError
 SEED = 2018  # weights of the randomised copies
 
 
-def _weighted(model: keras.Model) -> list:
+def weighted_layers(model: keras.Model) -> list:
+    """The layers of `model` that hold weights, input first (a nested model counts as one)."""
     return [layer for layer in model.layers if layer.weights]
 
 
@@ -49,7 +50,7 @@ def randomised(
     Raises:
         InputError: `top` outside 0 .. the number of weighted layers.
     """
-    weighted = _weighted(model)
+    weighted = weighted_layers(model)
     if not 0 <= top <= len(weighted):
         raise InputError(f"top={top}; pass 0 .. {len(weighted)}, the model's weighted layers")
     keras.utils.set_random_seed(seed)
@@ -61,7 +62,7 @@ def randomised(
 
 def cascade(model: keras.Model) -> list[tuple[str, int]]:
     """(label, number of top layers) of the randomisation steps: the classifier, the top half, everything."""
-    count = len(_weighted(model))
+    count = len(weighted_layers(model))
     tops = sorted({1, max(1, count // 2), count})
     labels = {1: "classifier random", count: "all random"}
     return [(labels.get(top, f"top {top}/{count} random"), top) for top in tops]
