@@ -18,7 +18,7 @@ lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays off the 
 import numpy as np
 
 from lib import cli, plot
-from lib.compare import DEFAULT_LAYERS, compare, tile
+from lib.compare import DEFAULT_LAYERS, compare, comparison_figure, per_image
 from lib.errors import InputError
 from lib.methods import catalog
 
@@ -67,24 +67,6 @@ def pictures(args, size):
     return batches[0]
 
 
-def figure(batch, results, class_names, title):
-    """Rows image x class; columns: the image, then each method with its time per image."""
-    rows, row_titles = [], []
-    first = results[0].result
-    for i, path in enumerate(batch.paths):
-        pixels = plot.to_uint8(batch.images[i], value_range=(0, 255))
-        for k, label in enumerate(cli.class_labels(class_names, first, i)):
-            rows.append([pixels, *(tile(r.kind, batch.images[i], r.result.maps[i, k]) for r in results)])
-            row_titles.append(f"{Path(path).stem}\n{label}")
-    columns = [
-        "image",
-        *("\n".join(filter(None, (r.label, r.settings, f"{1000 * r.seconds:.0f} ms/img"))) for r in results),
-    ]
-    fig = plot.figure_rows(rows, col_titles=columns, row_titles=row_titles, tile_size=1.45)
-    fig.suptitle(title, fontsize=plot.TITLE_SIZE + 1)
-    return fig
-
-
 def main(args):
     if args.list_layers:
         print(cli.list_layers(cli.load_subject(args.model, args.weights).model))
@@ -100,12 +82,14 @@ def main(args):
     print(f"read {len(batch.paths)} image(s) from {args.images}")
 
     def report(compared):
-        print(f"  {compared.label:<22} {1000 * compared.seconds:8.1f} ms/image  {compared.settings}")
+        print(f"  {compared.label:<22} {per_image(compared.seconds):>12}  {compared.settings}")
 
     results = compare(subject.model, batch.images, names, class_ids=class_ids, layer=layer, progress=report)
     where = layer or "last spatial layer"
     title = f"{len(names)} methods on {subject.name} ({where}): time per image once compiled"
-    fig = figure(batch, results, subject.class_names, title)
+    fig = comparison_figure(
+        batch.images, [Path(p).stem for p in batch.paths], results, subject.class_names, title
+    )
     path = plot.save_figure(fig, out / "compare.png", dpi=DPI, colors=COLORS)
     maps = {r.name: np.asarray(r.result.maps, np.float32) for r in results}
     plot.save_mat(out / "compare.mat", {**maps, "class_ids": np.asarray(results[0].result.class_ids)})

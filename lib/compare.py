@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import keras
 import numpy as np
 
-from lib import plot
+from lib import cli, plot
 from lib.methods import catalog
 from lib.methods.base import Explanation
 from lib.methods.targets import TopK
@@ -114,3 +114,34 @@ def tile(kind: str, image: np.ndarray, map_: np.ndarray) -> np.ndarray:
         low, span = map_.min(), np.ptp(map_)
         map_ = (map_ - low) / span if span > 0 else np.zeros_like(map_)
     return plot.overlay(pixels, np.clip(map_, 0, 1))
+
+
+def per_image(seconds: float) -> str:
+    """A time per image as people read it: "16 ms/img", "2.9 s/img"."""
+    return f"{1000 * seconds:.0f} ms/img" if seconds < 1 else f"{seconds:.1f} s/img"
+
+
+def comparison_figure(images, names, results: Sequence[Compared], class_names, title):
+    """Rows image x class; columns: the image, then each method with its settings and time per image.
+
+    Args:
+        images: float (N, H, W, 3), RGB 0-255, the images the methods explained.
+        names: N row labels (e.g. file stems).
+        results: `compare`'s results on those images.
+        class_names: the model's class names, for the row titles.
+        title: the figure's title.
+    """
+    rows, row_titles = [], []
+    first = results[0].result
+    for i, name in enumerate(names):
+        pixels = plot.to_uint8(images[i], value_range=(0, 255))
+        for k, label in enumerate(cli.class_labels(class_names, first, i)):
+            rows.append([pixels, *(tile(r.kind, images[i], r.result.maps[i, k]) for r in results)])
+            row_titles.append(f"{name}\n{label}")
+    columns = [
+        "image",
+        *("\n".join(filter(None, (r.label, r.settings, per_image(r.seconds)))) for r in results),
+    ]
+    fig = plot.figure_rows(rows, col_titles=columns, row_titles=row_titles, tile_size=1.45)
+    fig.suptitle(title, fontsize=plot.TITLE_SIZE + 1)
+    return fig

@@ -73,7 +73,7 @@ def test_the_script_writes_the_figure_and_the_maps_of_each_method(tmp_path, mode
         "--methods", "grad_cam,eigen_cam,saliency", "--out", tmp_path,
     )  # fmt: skip
     assert status == 0, err
-    assert "Eigen-CAM" in out and "ms/image" in out
+    assert "Eigen-CAM" in out and "ms/img" in out
     assert_picture(tmp_path / "compare.png", min_side=250, max_side=3000, min_std=20, min_colors=50)
     mat = scipy.io.loadmat(tmp_path / "compare.mat")
     assert mat["grad_cam"].shape == (2, 1, 64, 64) and mat["saliency"].shape == (2, 1, 64, 64, 3)
@@ -90,3 +90,9 @@ def test_unknown_methods_are_one_line_and_exit_status_2(tmp_path):
     assert status == 2
     assert err.strip().count("\n") == 0 and "unknown magic; pick from grad_cam" in err
     assert not (tmp_path / "compare.png").exists()
+
+
+def test_times_per_image_read_in_milliseconds_below_a_second_and_seconds_above():
+    from lib.compare import per_image
+
+    assert (per_image(0.0164), per_image(0.9994), per_image(2.94)) == ("16 ms/img", "999 ms/img", "2.9 s/img")
