@@ -200,3 +200,14 @@ def test_bad_inputs_raise_one_line_input_errors(linear, options):
     with pytest.raises(InputError) as error:
         deletion(model, images, ids, **options)
     assert "\n" not in str(error.value) and "pass" in str(error.value)
+
+
+def test_a_method_gives_the_same_result_as_its_precomputed_maps(shapes):
+    from lib.methods.grad_cam import GradCAM
+
+    model, images, ids, _ = shapes
+    method = GradCAM(model, "conv4_2")
+    given = average_drop(model, images, ids, maps=method(images.astype(np.float32), ids))
+    made = average_drop(model, images, ids, method=method)
+    np.testing.assert_allclose(made.values, given.values, rtol=1e-6)
+    np.testing.assert_array_equal(made.baseline.values, given.baseline.values)
