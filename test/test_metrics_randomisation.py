@@ -143,7 +143,7 @@ def permuted(tmp_path_factory):
     return permuted_label_model(weights=tmp_path_factory.mktemp("permuted") / "shapes_vgg.weights.h5")
 
 
-@pytest.mark.slow  # trains the permuted-label model: about a minute on 2 cores
+@pytest.mark.slow  # trains the permuted-label model: under a minute on 2 cores
 def test_the_permuted_label_model_memorises_labels_that_say_nothing(permuted):
     images, labels = permuted_labels()
     accuracy = np.mean(permuted.predict(images, verbose=0).argmax(axis=1) == labels)

@@ -30,7 +30,7 @@ from lib.sanity import randomised, rank_correlation, weighted_layers
 
 CLIP_PERCENTILE = 99  # maps are scaled so that this percentile of their magnitude is 1 (the paper's)
 HOG_CELL = (8, 8)  # pixels per HOG cell, at 64 px the bundled models' grid of 8 x 8 cells
-PERMUTED_IMAGES = 256  # training images of the permuted-label model
+PERMUTED_IMAGES = 128  # training images of the permuted-label model
 PERMUTED_EPOCHS = 40
 PERMUTED_DATA_SEED = 11  # not a seed of the bundled models' training, validation or test sets
 
@@ -154,22 +154,15 @@ def _trained_maps(model, images, class_ids, maps, method):
 
 
 def _sanity_result(name, found, seed, labels=None):
-    """A `SanityResult` of {similarity: (N, K) values, or (N, K, T + 1) curves ending in the values}."""
+    """A `SanityResult` of {similarity: values (N, K)}, or with `labels`, of curves (N, K, T + 1) whose
+    last step gives the values."""
     parts = {}
     for measure, values in found.items():
-        curves = values if values.ndim == 3 else None
-        fields = (
-            dict(curves=curves, steps=np.arange(values.shape[-1]), labels=labels)
-            if curves is not None
-            else {}
-        )
-        parts[measure] = result(
-            f"{name} ({measure})",
-            values[..., -1] if curves is not None else values,
-            seed,
-            higher_is_better=False,
-            **fields,
-        )
+        fields = {}
+        if labels is not None:
+            fields = dict(curves=values, steps=np.arange(values.shape[-1]), labels=labels)
+            values = values[..., -1]
+        parts[measure] = result(f"{name} ({measure})", values, seed, higher_is_better=False, **fields)
     main = parts["rank correlation"]
     fields = {field.name: getattr(main, field.name) for field in dataclasses.fields(MetricResult)}
     return SanityResult(**fields, ssim=parts["SSIM"], hog=parts["HOG"])
