@@ -9,6 +9,9 @@ layers are randomised, by Spearman rank correlation: guided backpropagation stay
     twins = [randomised(model, top) for _, top in steps]
     correlations = map_correlations(gbp_maps, cam_maps)         # per image, trained map first
     print(correlation_table(steps, mean_correlations([correlations, ...])))
+
+The metric, with every layer of the cascade, SSIM and HOG similarity and the data randomisation test,
+is `lib.metrics.randomisation`; it builds its copies with `randomised`.
 """
 
 import warnings

@@ -122,6 +122,9 @@ def test_seeds_reproduce_and_the_model_is_unchanged(model, shapes, cascades):
     before = [w.copy() for w in model.get_weights()]
     again = model_randomisation(model, images, labels, method=functools.partial(GradCAM, layer="conv4_2"))
     np.testing.assert_allclose(again.curves, cascades[0].curves[:4])  # the same seed, a callable method
+    maps = GradCAM(model, layer="conv4_2")(images, labels)
+    given = model_randomisation(model, images, labels, maps=maps, method=GradCAM(model, layer="conv4_2"))
+    np.testing.assert_allclose(given.curves, again.curves)  # trained maps given: the same comparison
     other = model_randomisation(model, images, labels, method=GradCAM(model, layer="conv4_2"), seed=1)
     assert not np.allclose(other.curves[..., 1:], again.curves[..., 1:])
     for a, b in zip(before, model.get_weights(), strict=True):
