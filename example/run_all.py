@@ -59,6 +59,7 @@ EXAMPLES = (
     ("deconv", "deconv", "deconv", []),
     ("deconv", "deconv", "deconv", ["--layer", "conv3_2", "--id", "49"]),
     ("compare", "compare", "compare", ["--model", "shapes_vgg", "--images", str(cli.SAMPLES_DIR)]),
+    ("evaluate", "evaluate", "metrics", []),  # every method scored on shapes_vgg and SqueezeNet: report.html
 )
 
 

@@ -41,6 +41,7 @@ class Compared:
         settings: the options it was built with, as text ("masks=1000"), or "".
         result: its `Explanation` of the images.
         seconds: wall time per image of a call once compiled (the median of `repeats` calls).
+        method: the method object, for scores that call it again (lib.evaluation).
     """
 
     name: str
@@ -49,6 +50,7 @@ class Compared:
     settings: str
     result: Explanation
     seconds: float
+    method: object = None
 
 
 def compare(
@@ -93,7 +95,7 @@ def compare(
         if not results and result.class_ids is not None:
             targets = result.class_ids  # the others explain exactly the classes the first one did
         settings = " ".join(f"{key}={value}" for key, value in chosen.items())
-        compared = Compared(name, entry.label, entry.kind, settings, result, float(np.median(times)))
+        compared = Compared(name, entry.label, entry.kind, settings, result, float(np.median(times)), method)
         results.append(compared)
         if progress:
             progress(compared)

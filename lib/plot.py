@@ -378,6 +378,34 @@ def _save_palette_png(fig, file, dpi, colors):
     image.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(file, "PNG", optimize=True)
 
 
+def png_bytes(image, colors=None) -> bytes:
+    """A uint8 RGB (H, W, 3) or gray (H, W) image as PNG bytes, e.g. for an HTML page; with `colors`,
+    a palette PNG of that many colours (a third of the size for photos and heatmaps)."""
+    encoded, picture = io.BytesIO(), Image.fromarray(np.asarray(image, np.uint8))
+    if colors is not None:
+        _check_colors(colors, "png")
+        picture = picture.quantize(colors, method=Image.Quantize.FASTOCTREE)
+    picture.save(encoded, "PNG", optimize=True)
+    return encoded.getvalue()
+
+
+def figure_png(fig, dpi=100, colors=None) -> bytes:
+    """`fig` rendered as PNG bytes (a palette PNG of `colors` colours if given), then closed."""
+    try:
+        encoded = io.BytesIO()
+        if colors is None:
+            fig.savefig(encoded, format="png", dpi=dpi)
+        else:
+            _check_colors(colors, "png")
+            _save_palette_png(fig, encoded, dpi, colors)
+        return encoded.getvalue()
+    finally:
+        if getattr(fig.canvas, "manager", None) is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+
+
 def save_text(path, text):
     """Writes `text` to exactly `path` as UTF-8, atomically (e.g. a CSV table). Returns the `Path`."""
     return write_atomically(path, lambda file: file.write(text.encode("utf-8")))

@@ -246,9 +246,20 @@ figcaption { font-size: .85rem; color: #444; }
 """
 
 
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """One part of the page, e.g. one model: a heading, notes, its table, its curves and its gallery."""
+
+    heading: str
+    table: MetricTable
+    notes: Sequence[str] = ()
+    curves_png: bytes | None = None
+    pictures: Sequence[Picture] = ()
+
+
 def render_report(
     title: str,
-    table: MetricTable,
+    table: "MetricTable | Sequence[Section]",
     curves_png: bytes | None = None,
     pictures: Sequence[Picture] = (),
     notes: Sequence[str] = (),
@@ -262,25 +273,34 @@ def render_report(
         f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         *(f"<p>{esc(note)}</p>" for note in notes),
-        "<h2>Metrics</h2>",
         "<p>Mean [95% bootstrap interval] over the images; the best of each column in bold"
         " (↑ higher is better, ↓ lower).</p>",
-        _html_table(table),
     ]
-    if curves_png is not None:
-        parts += [
-            "<h2>Randomisation curves</h2>",
-            f"<figure>{_img(curves_png, 'randomisation curves', 'curves')}</figure>",
-        ]
-    if pictures:
-        parts += ["<h2>Maps</h2>", *(_html_picture(picture) for picture in pictures)]
+    if isinstance(table, MetricTable):
+        parts += _html_section(Section("", table, (), curves_png, pictures), "h2")
+    else:
+        for section in table:
+            parts += [f"<h2>{esc(section.heading)}</h2>", *_html_section(section, "h3")]
     return "\n".join([*parts, "</body></html>\n"])
+
+
+def _html_section(section: Section, level: str) -> list[str]:
+    parts = [*(f"<p>{html.escape(note)}</p>" for note in section.notes)]
+    parts += [f"<{level}>Metrics</{level}>", _html_table(section.table)]
+    if section.curves_png is not None:
+        parts += [
+            f"<{level}>Randomisation curves</{level}>",
+            f"<figure>{_img(section.curves_png, 'randomisation curves', 'curves')}</figure>",
+        ]
+    if section.pictures:
+        parts += [f"<{level}>Maps</{level}>", *(_html_picture(picture) for picture in section.pictures)]
+    return parts
 
 
 def write_report(
     path: str | os.PathLike,
     title: str,
-    table: MetricTable,
+    table: "MetricTable | Sequence[Section]",
     curves_png: bytes | None = None,
     pictures: Sequence[Picture] = (),
     notes: Sequence[str] = (),
@@ -290,7 +310,8 @@ def write_report(
     Args:
         path: the page to write (e.g. `out / "report.html"`); missing parent folders are created.
         title: the page's title and heading (plain text, escaped).
-        table: from `metric_table`.
+        table: from `metric_table`; or a sequence of `Section`s (e.g. one per model), each with its
+            own table, notes, curves and gallery, and then `curves_png` and `pictures` are unused.
         curves_png: PNG bytes of the randomisation curves, or None to leave that section out.
         pictures: the gallery, one `Picture` per image, each with every method's map side by side.
         notes: paragraphs of plain text under the title (model, data, settings).
