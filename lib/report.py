@@ -36,7 +36,7 @@ class Cell:
     """One entry of the table: the text to show, and the value that decides which entry is best."""
 
     text: str
-    value: float  # NaN for a missing entry, which is never best
+    value: float  # as shown (rounded like the text, so equal texts tie); NaN for a missing entry, never best
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +128,10 @@ def metric_table(
         next((r.baseline for r in c.values() if r.baseline is not None), None) for c in columns.values()
     ]
     rows = [
-        [Cell(_interval_text(c[m]), c[m].mean) if m in c else Cell("—", math.nan) for c in columns.values()]
+        [
+            Cell(_interval_text(c[m]), round(c[m].mean, 3)) if m in c else Cell("—", math.nan)
+            for c in columns.values()
+        ]
         for m in methods
     ]
     names = list(columns)
@@ -138,7 +141,7 @@ def metric_table(
         baselines.append(None)
         for row, method in zip(rows, methods, strict=True):
             value = seconds.get(method, math.nan)
-            row.append(Cell("—" if math.isnan(value) else f"{value:.3g}", value))
+            row.append(Cell("—", value) if math.isnan(value) else Cell(f"{value:.3g}", float(f"{value:.3g}")))
     return MetricTable(
         methods,
         tuple(names),

@@ -10,7 +10,7 @@ from PIL import Image
 
 from lib.errors import InputError
 from lib.metrics.result import result
-from lib.report import Picture, markdown_table, metric_table, render_report, write_report
+from lib.report import Picture, Section, markdown_table, metric_table, render_report, write_report
 
 
 def png(value, size=4) -> bytes:
@@ -85,3 +85,10 @@ def test_a_report_that_cannot_be_made_leaves_the_previous_one_and_no_temporary_f
         write_report(path, "second", sample_table(), pictures=[Picture("p", [("x", b"GIF89a...")])])
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_values_that_read_the_same_tie_and_sections_give_one_table_each():
+    table = metric_table({"a": [const("deletion", 0.0951, False)], "b": [const("deletion", 0.09504, False)]})
+    assert table.best(0, 0) and table.best(1, 0)  # both read 0.095: both bold
+    page = render_report("t", [Section("first model", table), Section("second <model>", sample_table())])
+    assert page.count('<table class="metrics"') == 2 and "<h2>second &lt;model&gt;</h2>" in page
