@@ -379,9 +379,11 @@ def _save_palette_png(fig, file, dpi, colors):
 
 
 def png_bytes(image, colors=None) -> bytes:
-    """A uint8 RGB (H, W, 3) or gray (H, W) image as PNG bytes, e.g. for an HTML page; with `colors`,
-    a palette PNG of that many colours (a third of the size for photos and heatmaps)."""
-    encoded, picture = io.BytesIO(), Image.fromarray(np.asarray(image, np.uint8))
+    """An RGB (H, W, 3) or gray (H, W) image, uint8 or float in [0, 1], as PNG bytes (e.g. for an HTML
+    page); with `colors`, a palette PNG of that many colours (a third of the size for photos and maps)."""
+    image = np.asarray(image)
+    pixels = image if image.dtype == np.uint8 else to_uint8(image)
+    encoded, picture = io.BytesIO(), Image.fromarray(pixels)
     if colors is not None:
         _check_colors(colors, "png")
         picture = picture.quantize(colors, method=Image.Quantize.FASTOCTREE)

@@ -50,6 +50,18 @@ def test_the_table_holds_the_metrics_of_each_method_called_directly(evaluated):
     assert evaluated.table.methods == ("Grad-CAM", "Guided backprop", "Saliency")
 
 
+def test_every_tile_of_the_gallery_shows_something(evaluated):
+    import io
+
+    from PIL import Image
+
+    (picture,) = evaluated.report_section(1).pictures
+    assert len(picture.tiles) == 1 + 2 * len(METHODS)  # the image, then each method for both classes
+    for label, png in picture.tiles:
+        pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.float64)
+        assert pixels.std() > 5, label  # an input-space map once came out black
+
+
 def test_the_report_reproduces_that_guided_backprop_survives_model_randomisation(evaluated):
     found = {
         label: next(r for r in results if r.name.startswith("model randomisation"))

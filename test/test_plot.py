@@ -271,3 +271,16 @@ def test_a_crash_during_a_save_leaves_the_old_file_or_nothing_never_a_partial_on
         with pytest.raises(type(error)):
             save(path)
     assert sorted(os.listdir(tmp_path)) == [old.name] and old.read_bytes() == before  # hidden files too
+
+
+def test_png_bytes_keep_uint8_images_and_scale_floats_in_0_1():
+    import io
+
+    from PIL import Image
+
+    from lib.plot import png_bytes, to_uint8
+
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png_bytes(rgb)))), rgb)
+    gray = np.linspace(0, 1, 35).reshape(5, 7)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png_bytes(gray)))), to_uint8(gray))
