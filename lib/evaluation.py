@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from lib import cli, metrics, plot, report
-from lib.compare import OPTIONS, Compared, compare, tile
+from lib.compare import DEFAULT_LAYERS, OPTIONS, Compared, compare, tile
 from lib.methods import catalog
 from lib.nets import bundled
 
@@ -198,11 +198,11 @@ def _bundled(name, names, num_images, randomised, progress):
     images, labels, masks = generate(num_images, seed=SHAPES_SEED, objects_per_image=2)
     images = images.astype(np.float32)
     measures = with_limit(SHAPES_METRICS, randomised)
-    scored = evaluate(model, images, labels, names, measures, progress=progress, masks=masks)
+    layer = DEFAULT_LAYERS[name]
+    scored = evaluate(model, images, labels, names, measures, layer=layer, progress=progress, masks=masks)
     notes = (
         f"{num_images} generated images of two shapes each (seed {SHAPES_SEED}), both classes explained, "
-        f"64x64; the randomisation tests on the first {randomised}. Class-map methods at "
-        f"{bundled.LAST_CONV_LAYER[name]}.",
+        f"64x64; the randomisation tests on the first {randomised}. Class-map methods at {layer}.",
     )
     names_ = tuple(f"shapes {i}" for i in range(num_images))
     return ModelEvaluation(name, notes, (scored,), _table([scored]), images, names_, tuple(CLASS_NAMES))
@@ -216,8 +216,12 @@ def _imagenet(name, names, num_photos, num_grids, progress):
     side = subject.image_size[0]
     chosen = [p for p in photos.names()][:num_photos]
     images, _ = photos.load_grids([(p,) for p in chosen], cell=side, cols=1)
-    scored = [evaluate(subject.model, images, None, names, PHOTO_METRICS, progress=progress)]
-    notes = [f"{len(chosen)} photos ({', '.join(chosen)}) at {side}x{side}, each photo's top class."]
+    layer = DEFAULT_LAYERS[name]
+    scored = [evaluate(subject.model, images, None, names, PHOTO_METRICS, layer=layer, progress=progress)]
+    notes = [
+        f"{len(chosen)} photos ({', '.join(chosen)}) at {side}x{side}, each photo's top class. Class-map "
+        f"methods at {layer}."
+    ]
     if num_grids > 0:
         big = cli.imagenet_builder(name)(weights="imagenet", input_shape=(2 * side, 2 * side, 3))
         confident = confident_photos(subject.model, cell=side)
@@ -226,7 +230,9 @@ def _imagenet(name, names, num_photos, num_grids, progress):
         grids, cells = photos.load_grids(arrangement, cell=side)
         ids = np.array([[ids_of[p] for p in names_] for names_ in arrangement])
         cells = np.broadcast_to(cells, (len(grids), *cells.shape)).copy()
-        scored.append(evaluate(big, grids, ids, names, GRID_METRICS, progress=progress, cells=cells))
+        scored.append(
+            evaluate(big, grids, ids, names, GRID_METRICS, layer=layer, progress=progress, cells=cells)
+        )
         notes.append(
             f"{num_grids} 2x2 grids of the {len(confident)} photos the network is surest of, at "
             f"{2 * side}x{2 * side}, each cell's class explained."
