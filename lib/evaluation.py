@@ -264,6 +264,7 @@ def _picture(evaluation: ModelEvaluation, i: int) -> report.Picture:
 def randomisation_figure(evaluation: ModelEvaluation):
     """Mean similarity to the trained maps along the cascade, per method (rank correlation, SSIM,
     HOG), or None if the evaluation has no model randomisation test."""
+    import matplotlib
     import matplotlib.figure
 
     found = {
@@ -275,18 +276,20 @@ def randomisation_figure(evaluation: ModelEvaluation):
     }
     if not found:
         return None
-    fig = matplotlib.figure.Figure(figsize=(15, 4.6), layout="constrained")
+    fig = matplotlib.figure.Figure(figsize=(17, 4.8), layout="constrained")
     axes = fig.subplots(1, 3, sharey=False)
+    colours = matplotlib.colormaps["tab20"].colors  # 17 methods: one colour each, not a cycle of ten
     for ax, measure in zip(axes, ("rank correlation", "SSIM", "HOG"), strict=True):
-        for label, r in found.items():
+        for i, (label, r) in enumerate(found.items()):
             part = {"rank correlation": r, "SSIM": r.ssim, "HOG": r.hog}[measure]
-            ax.plot(np.nanmean(part.curves, axis=(0, 1)), marker=".", label=label)
+            style = {"color": colours[i % 20], "linestyle": ("-", "--", ":")[i // 20 % 3]}
+            ax.plot(np.nanmean(part.curves, axis=(0, 1)), marker=".", label=label, **style)
         labels = next(iter(found.values())).labels
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{measure} with the trained maps", fontsize=plot.TITLE_SIZE)
         ax.set_xlabel("layers randomised, top first (cumulative)")
         ax.axhline(0, color="gray", lw=0.5)
     axes[0].set_ylabel("mean over images and classes")
-    axes[-1].legend(fontsize=7, ncol=2, loc="upper right")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize=8)
     fig.suptitle(f"{evaluation.name}: cascading model randomisation (Adebayo et al. 2018)")
     return fig
