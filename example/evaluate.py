@@ -22,6 +22,7 @@ lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays off the 
 import time
 
 from lib import cli, evaluation, plot, report
+from lib.atomic import write_atomically
 from lib.errors import InputError
 from lib.methods import catalog
 
@@ -85,10 +86,13 @@ def main(args):
         table = report.markdown_table(done.table)
         path = plot.save_text(out / f"{name}.md", table + "\n")
         print(f"{table}\nwrote {path}")
-        figure = evaluation.randomisation_figure(done)
-        if figure is not None:
-            print(f"wrote {plot.save_figure(figure, out / f'{name}_randomisation.png', dpi=90)}")
-        sections.append(done.report_section(GALLERY))
+        curves = done.curves_png()  # rendered once, for the file and the page
+        if curves is not None:
+            path = write_atomically(
+                out / f"{name}_randomisation.png", lambda file, png=curves: file.write(png)
+            )
+            print(f"wrote {path}")
+        sections.append(done.report_section(GALLERY, curves))
     title = f"Which map to trust: {len(names)} methods on {', '.join(models)}"
     page = report.write_report(out / "report.html", title, sections)
     print(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s")

@@ -174,12 +174,16 @@ class ModelEvaluation:
     names: tuple[str, ...]
     class_names: tuple[str, ...]
 
-    def report_section(self, pictures: int) -> report.Section:
-        """The model's part of the page: notes, table, randomisation curves, maps of `pictures` images."""
+    def curves_png(self) -> bytes | None:
+        """The randomisation curves (`randomisation_figure`) as PNG bytes, or None without that test."""
         figure = randomisation_figure(self)
-        curves = None if figure is None else plot.figure_png(figure, dpi=90)
+        return None if figure is None else plot.figure_png(figure, dpi=90)
+
+    def report_section(self, pictures: int, curves_png: bytes | None = None) -> report.Section:
+        """The model's part of the page: notes, table, `curves_png` (from `curves_png()`), maps of
+        `pictures` images."""
         gallery = [_picture(self, i) for i in range(min(pictures, len(self.images)))]
-        return report.Section(self.name, self.table, self.notes, curves, gallery)
+        return report.Section(self.name, self.table, self.notes, curves_png, gallery)
 
 
 def evaluate_model(name, names, num_images=16, num_photos=4, num_grids=2, randomised=4, progress=None):
