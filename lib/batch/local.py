@@ -1,0 +1,147 @@
+"""The local runner: tf.data decodes images in parallel ahead of the model, a thread writes shards.
+
+Memory is bounded: tf.data holds a few batches ahead of the model, one shard is gathered while the
+previous one is written, and nothing else is kept. Batches never straddle shards (each shard's
+images are padded to whole batches before decoding, and the padding is dropped after), so a shard's
+content does not depend on which shards ran before it in the same process: a resumed run writes
+the same bytes of maps as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+
+import numpy as np
+
+from lib.batch import shards, sources
+from lib.errors import InputError, MissingFileError
+
+PAD = -1  # index of the padding that ends a shard on a whole batch
+
+
+def shard_range(shard: int, shard_size: int, total: int) -> tuple[int, int]:
+    start = shard * shard_size
+    return start, min(start + shard_size, total)
+
+
+def _indices(pending, shard_size, total, batch_size):
+    """The job's image indices shard by shard, each shard padded with PAD to whole batches."""
+    for shard in pending:
+        start, stop = shard_range(shard, shard_size, total)
+        yield from range(start, stop)
+        yield from [PAD] * (-(stop - start) % batch_size)
+
+
+def _stream(source, pending, shard_size, batch_size):
+    """(index, encoded bytes) elements: bytes for TFRecord sources, empty for files read by index."""
+    total = len(source)
+    if source.records is None:
+        for index in _indices(pending, shard_size, total, batch_size):
+            yield index, b""
+        return
+    for shard in pending:
+        start, stop = shard_range(shard, shard_size, total)
+        yield from source.encoded(start, stop)
+        yield from [(PAD, b"")] * (-(stop - start) % batch_size)
+
+
+def dataset(source, pending, spec, shard_size, batch_size):
+    """tf.data batches (indices, images, ok, reasons) of the pending shards, decoded in parallel."""
+    import tensorflow as tf
+
+    height, width = spec.size
+
+    def decode(index, data):
+        if index == PAD:
+            return np.zeros((height, width, 3), np.float32), False, b""
+        item = data if source.records is not None else source.items[index]
+        try:
+            return sources.decode(item, spec.size, spec.crop, source.names[index]), True, b""
+        except (InputError, MissingFileError) as err:
+            return np.zeros((height, width, 3), np.float32), False, str(err).encode()
+
+    def decoded(index, data):
+        image, ok, reason = tf.numpy_function(decode, [index, data], (tf.float32, tf.bool, tf.string))
+        image.set_shape((height, width, 3))
+        return index, image, ok, reason
+
+    signature = (tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.string))
+    stream = tf.data.Dataset.from_generator(
+        lambda: _stream(source, pending, shard_size, batch_size), output_signature=signature
+    )
+    stream = stream.map(decoded, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return stream.batch(batch_size).prefetch(2)
+
+
+def empty_block(worker) -> dict:
+    block = {"index": np.zeros(0, np.int64), "path": []}
+    for key in ("class_ids", "scores", "probabilities"):
+        block[key] = np.zeros((0, worker.k), np.int32 if key == "class_ids" else np.float32)
+    for name, meta in worker.maps.items():
+        block[name] = np.zeros((0, *meta["shape"]), meta["dtype"])
+        if meta["dtype"] == "uint8":
+            block[f"{name}_lo"] = block[f"{name}_hi"] = np.zeros((0, worker.k), np.float32)
+    return block
+
+
+def concat(blocks: list[dict], worker) -> dict:
+    """One block of rows from several, in order."""
+    blocks = [empty_block(worker), *blocks]
+    return {
+        key: sum((b[key] for b in blocks), []) if key == "path" else np.concatenate([b[key] for b in blocks])
+        for key in blocks[0]
+    }
+
+
+def shard_metadata(shard, start, stop, skipped, worker) -> dict:
+    maps = {name: {**meta, "shape": list(meta["shape"])} for name, meta in worker.maps.items()}
+    return {"shard": shard, "start": start, "stop": stop, "skipped": skipped, "maps": maps}
+
+
+def run(source, worker, out, pending, shard_size, count, batch_size, bar=None, on_shard=None) -> int:
+    """Explains the images of the `pending` shards and writes them; returns how many were explained."""
+    explained = 0
+    batches = dataset(source, pending, worker.spec, shard_size, batch_size).as_numpy_iterator()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
+        writing = None
+        for shard in pending:
+            start, stop = shard_range(shard, shard_size, len(source))
+            block, skipped = _shard_rows(worker, source, batches, math.ceil((stop - start) / batch_size), bar)
+            explained += len(block["index"])
+            metadata = shard_metadata(shard, start, stop, skipped, worker)
+            _finish(writing, on_shard)  # one shard written while the next is explained
+            write = (out / shards.name(shard, count), block, worker.maps, metadata)
+            writing = (shard, writer.submit(shards.write, *write))
+        _finish(writing, on_shard)
+    return explained
+
+
+def _shard_rows(worker, source, batches, count, bar):
+    """(block of rows, skipped [index, name, reason]) of the next `count` batches, one shard's."""
+    blocks, skipped = [], []
+    for _ in range(count):
+        indices, images, ok, reasons = next(batches)
+        if ok.any():
+            blocks.append(_explain(worker, source, indices[ok], images[ok]))
+        rows = zip(indices, ok, reasons, strict=True)
+        skipped += [[int(i), source.names[i], r.decode()] for i, good, r in rows if not good and i != PAD]
+        if bar is not None:
+            bar.add(int(np.count_nonzero(indices != PAD)))
+    return concat(blocks, worker), skipped
+
+
+def _explain(worker, source, indices, images):
+    block = worker.explain(images, indices)
+    block.update(index=indices.astype(np.int64), path=[source.names[i] for i in indices])
+    return block
+
+
+def _finish(writing, on_shard):
+    """Waits for the shard being written (its error, if any, raises here), then calls `on_shard`."""
+    if writing is None:
+        return
+    shard, future = writing
+    future.result()
+    if on_shard is not None:
+        on_shard(shard)
