@@ -84,7 +84,7 @@ def open_source(images: str | os.PathLike | Sequence) -> Source:
         items = [images] if isinstance(images, image_io.Picture) else list(images)
         if not items:
             raise InputError("no images given; pass a folder, a glob, a text file of paths or a list")
-        if all(_is_tfrecord(item) for item in items if not isinstance(item, image_io.Picture)):
+        if all(not isinstance(item, image_io.Picture) and _is_tfrecord(item) for item in items):
             return _tfrecord_source([os.fspath(item) for item in items])
         return _file_source(
             [item if isinstance(item, image_io.Picture) else os.fspath(item) for item in items]
