@@ -74,28 +74,30 @@ def dataset(source, pending, spec, shard_size, batch_size):
     return stream.batch(batch_size).prefetch(2)
 
 
-def empty_block(worker) -> dict:
+def empty_block(maps: dict) -> dict:
+    """A block of no rows, with the shapes of `maps` ({method: {"shape": (K, ...), "dtype": str}})."""
+    k = next(iter(maps.values()))["shape"][0]
     block = {"index": np.zeros(0, np.int64), "path": []}
     for key in ("class_ids", "scores", "probabilities"):
-        block[key] = np.zeros((0, worker.k), np.int32 if key == "class_ids" else np.float32)
-    for name, meta in worker.maps.items():
+        block[key] = np.zeros((0, k), np.int32 if key == "class_ids" else np.float32)
+    for name, meta in maps.items():
         block[name] = np.zeros((0, *meta["shape"]), meta["dtype"])
         if meta["dtype"] == "uint8":
-            block[f"{name}_lo"] = block[f"{name}_hi"] = np.zeros((0, worker.k), np.float32)
+            block[f"{name}_lo"] = block[f"{name}_hi"] = np.zeros((0, k), np.float32)
     return block
 
 
-def concat(blocks: list[dict], worker) -> dict:
+def concat(blocks: list[dict], maps: dict) -> dict:
     """One block of rows from several, in order."""
-    blocks = [empty_block(worker), *blocks]
+    blocks = [empty_block(maps), *blocks]
     return {
         key: sum((b[key] for b in blocks), []) if key == "path" else np.concatenate([b[key] for b in blocks])
         for key in blocks[0]
     }
 
 
-def shard_metadata(shard, start, stop, skipped, worker) -> dict:
-    maps = {name: {**meta, "shape": list(meta["shape"])} for name, meta in worker.maps.items()}
+def shard_metadata(shard, start, stop, skipped, maps) -> dict:
+    maps = {name: {**meta, "shape": list(meta["shape"])} for name, meta in maps.items()}
     return {"shard": shard, "start": start, "stop": stop, "skipped": skipped, "maps": maps}
 
 
@@ -109,7 +111,7 @@ def run(source, worker, out, pending, shard_size, count, batch_size, bar=None, o
             start, stop = shard_range(shard, shard_size, len(source))
             block, skipped = _shard_rows(worker, source, batches, math.ceil((stop - start) / batch_size), bar)
             explained += len(block["index"])
-            metadata = shard_metadata(shard, start, stop, skipped, worker)
+            metadata = shard_metadata(shard, start, stop, skipped, worker.maps)
             _finish(writing, on_shard)  # one shard written while the next is explained
             write = (out / shards.name(shard, count), block, worker.maps, metadata)
             writing = (shard, writer.submit(shards.write, *write))
@@ -128,7 +130,7 @@ def _shard_rows(worker, source, batches, count, bar):
         skipped += [[int(i), source.names[i], r.decode()] for i, good, r in rows if not good and i != PAD]
         if bar is not None:
             bar.add(int(np.count_nonzero(indices != PAD)))
-    return concat(blocks, worker), skipped
+    return concat(blocks, worker.maps), skipped
 
 
 def _explain(worker, source, indices, images):

@@ -102,6 +102,8 @@ def run(
             another job.
     """
     _check_options(runner, dtype, map_size, batch_size, shard_size, workers)
+    if runner == "beam":
+        _check_beam(methods, devices)
     source = sources.open_source(images)
     model, reference, size = _model(model, weights, size, runner, out)
     explainers = jobs.build_explainers(model, jobs.method_names(methods), layer)
@@ -154,6 +156,14 @@ def _check_options(runner, dtype, map_size, batch_size, shard_size, workers):
     for label, value in (("batch_size", batch_size), ("shard_size", shard_size), ("workers", workers)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{label}={value!r}; pass a positive integer")
+
+
+def _check_beam(methods, devices):
+    """Beam workers rebuild the methods from their names: objects and their options cannot travel."""
+    if not all(isinstance(method, str) for method in jobs.method_names(methods)):
+        raise InputError("runner='beam' rebuilds the methods in each worker; pass method names, not objects")
+    if devices is not None:
+        raise InputError("devices= is for the local runner; a Beam worker uses one device")
 
 
 def _model(model, weights, size, runner, out):
