@@ -1,0 +1,99 @@
+"""Transformation robustness and image priors for optimising images (feature visualization, inversion).
+
+An image optimised to excite a unit through a fixed view of it exploits the exact pixel grid (the
+Distill article's "adversarial" high frequencies). Shifting, scaling and rotating it a little at
+every step, at random, keeps only patterns the unit responds to wherever they are. Here the three
+are one affine map per image and step, resampled bilinearly with reflected borders, so the image
+keeps the model's input size and the compiled step never changes shape. The penalties are the usual
+priors: total variation (Mahendran & Vedaldi's TV^beta) and a norm that keeps colours moderate.
+
+    transforms = Transforms(jitter=8, scale=(0.9, 1.1), rotate=10)
+    moved = transforms(images, seed=tf.constant([0, step]))    # (B, H, W, 3), same shape
+"""
+
+import dataclasses
+import math
+
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class Transforms:
+    """Random jitter (pixels), scale (a range of factors) and rotation (degrees), drawn per image.
+
+    `Transforms(jitter=0, scale=(1, 1), rotate=0)` is the identity. The defaults are those of the
+    Distill article's figures at this input size (its pad 12, jitter 8 and 4, scales 0.9-1.1,
+    rotations of up to 10 degrees), folded into one affine map.
+    """
+
+    jitter: float = 12.0
+    scale: tuple = (0.9, 1.1)
+    rotate: float = 10.0
+
+    @property
+    def identity(self):
+        return self.jitter == 0 and tuple(self.scale) == (1, 1) and self.rotate == 0
+
+    def matrices(self, batch, height, width, seed):
+        """The maps from output to input points, float32 (B, 8) as `ImageProjectiveTransformV3` wants.
+
+        Args:
+            batch, height, width: the static shape of the images.
+            seed: int32 (2,), e.g. [user seed, step]: the same seed gives the same maps.
+        """
+        draws = tf.random.stateless_uniform((4, batch), seed=seed, minval=-1.0, maxval=1.0)
+        low, high = self.scale
+        scale = low + (high - low) * (draws[0] + 1.0) / 2.0
+        angle = draws[1] * self.rotate * math.pi / 180.0
+        shift_x, shift_y = draws[2] * self.jitter, draws[3] * self.jitter
+        # output point p comes from input point R(angle) (p - c) / scale + c + shift, c the centre
+        cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+        centre_x, centre_y = (width - 1) / 2.0, (height - 1) / 2.0
+        zeros = tf.zeros_like(cos)
+        return tf.stack(
+            [
+                cos, -sin, centre_x - cos * centre_x + sin * centre_y + shift_x,
+                sin, cos, centre_y - sin * centre_x - cos * centre_y + shift_y,
+                zeros, zeros,
+            ],
+            axis=1,
+        )  # fmt: skip
+
+    def __call__(self, images, seed):
+        """`images` (B, H, W, 3) each moved by its own random affine map, resampled to (H, W)."""
+        if self.identity:
+            return images
+        batch, height, width = images.shape[0], images.shape[1], images.shape[2]
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=images,
+            transforms=self.matrices(batch, height, width, seed),
+            output_shape=[height, width],
+            fill_value=0.0,
+            interpolation="BILINEAR",
+            fill_mode="REFLECT",
+        )
+
+
+DISTILL_TRANSFORMS = Transforms()
+NO_TRANSFORMS = Transforms(jitter=0.0, scale=(1.0, 1.0), rotate=0.0)
+
+
+def total_variation(unit, beta=1.0):
+    """Mean over pixels of (dx^2 + dy^2)^(beta / 2), per image (B,): Mahendran & Vedaldi's TV^beta.
+
+    `unit` is (B, H, W, 3) in [0, 1]; beta = 1 is the classic total variation, 2 a smoother prior.
+    """
+    dx = unit[:, :-1, :-1, :] - unit[:, :-1, 1:, :]
+    dy = unit[:, :-1, :-1, :] - unit[:, 1:, :-1, :]
+    squared = dx * dx + dy * dy
+    power = squared if beta == 2 else tf.pow(squared + 1e-8, beta / 2.0)
+    return tf.reduce_mean(power, axis=(1, 2, 3))
+
+
+def alpha_norm(unit, alpha=2.0):
+    """Mean of |2 unit - 1|^alpha per image (B,): 0 for mid-grey, 1 where colours are saturated.
+
+    Alpha = 2 is the L2 penalty of feature visualization; Mahendran & Vedaldi use alpha = 6, which
+    leaves moderate colours free and stops the extreme ones.
+    """
+    return tf.reduce_mean(tf.pow(tf.abs(2.0 * unit - 1.0), alpha), axis=(1, 2, 3))
