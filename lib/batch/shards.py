@@ -111,8 +111,17 @@ def write(path: str | os.PathLike, block: dict, maps: dict, metadata: dict) -> P
 
     result = table(block, maps, metadata)
     with atomic_path(path) as tmp:
-        pq.write_table(result, tmp, compression="zstd")
+        # Dictionary encoding is no use on maps and triples the write time; byte-stream splitting
+        # makes the floats' bytes compress better (measured on 1,024 Grad-CAM-like maps of 64x64).
+        floats = [f"{field.name}.list.element" for field in result.schema if _is_float_list(field.type)]
+        pq.write_table(result, tmp, compression="zstd", use_dictionary=False, use_byte_stream_split=floats)
     return Path(path)
+
+
+def _is_float_list(kind):
+    import pyarrow as pa
+
+    return pa.types.is_fixed_size_list(kind) and pa.types.is_floating(kind.value_type)
 
 
 def metadata(path: str | os.PathLike) -> dict:
