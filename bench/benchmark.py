@@ -54,6 +54,8 @@ FLOORS = ("forward", "forward+backward")
 TARGET = 1.15
 CLASSES_K3 = [0, 1, 2]
 LOAD_TIME_LIMIT = 10.0  # seconds, issue 3
+FEATURE_VIZ_REPEATS = 7  # rounds of one optimisation step (issue 14), then one full 512-step run
+FEATURE_VIZ_BATCH = 16
 FAMILY_REPEATS = 3  # rounds of the issue-12 methods (Score-CAM alone is 512 forward passes a call)
 LOOP_MODEL = "shapes_vgg"
 LOOP_WARM_UP = 100  # calls before the resident set size is first read
@@ -70,6 +72,12 @@ def parse_args(argv=None):
         default=None,
         help=f"timed rounds per model and batch (default {DEFAULT_REPEATS['vgg19']} for vgg19, "
         f"{SMALL_REPEATS} for the bundled models)",
+    )
+    parser.add_argument(
+        "--feature-viz-repeats",
+        type=int,
+        default=FEATURE_VIZ_REPEATS,
+        help="timed rounds of one feature-visualization step of 16 objectives on SqueezeNet (0 skips them)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, bundled models only")
     parser.add_argument("--skip-load-time", action="store_true", help="skip the fresh-process load timing")
@@ -91,6 +99,7 @@ def parse_args(argv=None):
         args.repeats = 2
         args.loop_calls = min(args.loop_calls, 200)
         args.family_repeats = min(args.family_repeats, 1)
+        args.feature_viz_repeats = 0
     return args
 
 
@@ -339,6 +348,8 @@ def main(args):
     print(f"timing took {time.perf_counter() - started:.0f} s, {_load()} at end", flush=True)
     if args.family_repeats > 0:
         report_families(args.family_repeats)
+    if args.feature_viz_repeats > 0:
+        report_feature_viz(args.feature_viz_repeats)
     if args.loop_calls > 0:
         report_loop_memory(args.loop_calls)
     if not args.skip_load_time:
@@ -360,6 +371,24 @@ def report_families(repeats):
     lines = [r["method"] for r in rows if r["target"] not in ("", "PASS")]
     print(f"over target: {', '.join(lines) or 'none'}; took {time.perf_counter() - started:.0f} s")
     print("peer: tf-keras-vis's Score-CAM takes more than 60 s for one VGG19 image on this kind of CPU")
+
+
+def report_feature_viz(repeats):
+    """One optimisation step of feature visualization and inversion on SqueezeNet (`feature_viz.py`)."""
+    from feature_viz import FULL_RUN, TARGET, feature_viz_rows, full_run_seconds, vgg19_rows
+
+    rows = feature_viz_rows(time_rounds, _row, floors, batch=FEATURE_VIZ_BATCH, repeats=repeats)
+    rows += vgg19_rows(time_rounds, _row, floors, batch=4, repeats=max(1, repeats // 2))
+    print(
+        f"\nfeature visualization on squeezenet, B = {FEATURE_VIZ_BATCH} objectives per step, "
+        f"{repeats} rounds, target {TARGET}x forward+backward, {_load()}:"
+    )
+    print_table(rows)
+    seconds = full_run_seconds()
+    print(
+        f"a {FULL_RUN['steps']}-step visualisation of {FULL_RUN['channels']} channels of "
+        f"{FULL_RUN['layer']}: {seconds:.0f} s, tracing included ({_load()})"
+    )
 
 
 def _load():

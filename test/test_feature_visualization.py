@@ -11,6 +11,7 @@ import tensorflow as tf
 from lib.dataflow import photos as photo_files
 from lib.dataflow.images import resize
 from lib.errors import InputError, LayerError
+from lib.methods.base import Scores, activations_and_gradients
 from lib.methods.feature_visualization import (
     NO_TRANSFORMS,
     FeatureVisualization,
@@ -20,7 +21,9 @@ from lib.methods.feature_visualization import (
     direction,
     unit,
 )
+from lib.methods.graph import ModelGraph
 from lib.methods.parameterization import FourierImage, PixelImage
+from lib.methods.rules import Rules
 from lib.nets.squeezenet import squeezenet
 
 LAYER = "fire5_concat"
@@ -159,3 +162,32 @@ def test_bad_objectives_get_one_line_errors(model):
         visualize(["fire5_concat"], steps=1)
     with pytest.raises(InputError, match="steps must be a positive int"):
         visualize(channel(LAYER, 0), steps=0)
+
+
+def _redirected_gradient(bias, images, rule):
+    """d(-mean relu(x - bias)) / dx on a 1x1 convolution, under `rule`."""
+    inputs = keras.Input((2, 2, 1))
+    conv = keras.layers.Conv2D(1, 1, activation="relu", kernel_initializer="ones", bias_initializer="zeros")
+    toy = keras.Model(inputs, conv(inputs))
+    conv.bias.assign([-bias])
+    graph = ModelGraph(toy)
+    rules = Rules(rule, graph.steps)
+
+    def base(x):
+        values = graph.run(graph.steps, {graph.input_key: x}, rules.call)
+        return values[graph.output_key], values
+
+    def head(y, values):
+        return Scores(for_input=-tf.reduce_mean(y, axis=(1, 2, 3))[:, None])
+
+    return activations_and_gradients(tf.constant(images), base, head)[2][:, 0].numpy()
+
+
+def test_the_redirected_relu_gradient_turns_on_a_unit_that_is_off_everywhere():
+    images = np.array([[0.0, 1.0], [0.5, 0.2]], "float32").reshape(1, 2, 2, 1)
+    dead = _redirected_gradient(5.0, images, "redirected")  # relu(x - 5) is 0 on every pixel
+    np.testing.assert_array_equal(_redirected_gradient(5.0, images, "normal"), 0.0)
+    np.testing.assert_allclose(dead, -0.25)  # the gradient that would raise every input
+    alive = _redirected_gradient(0.4, images, "redirected")  # on at 1.0 and 0.5: the normal gradient
+    np.testing.assert_allclose(alive, _redirected_gradient(0.4, images, "normal"))
+    np.testing.assert_allclose(alive.ravel(), [0.0, -0.25, -0.25, 0.0])

@@ -44,6 +44,10 @@ class FeatureVisualization(ImageOptimization):
         l2: weight of the L2 penalty that pulls colours to mid-grey (0 leaves it out).
     """
 
+    # A channel that no pixel of the grey start turns on would get no gradient at all; the redirected
+    # ReLU gradient (as in Lucid) lets it find the pattern that turns it on. Forward values are exact.
+    rule = "redirected"
+
     def __init__(self, model, *, tv=0.0, l2=0.0, **options):
         super().__init__(model, **options)
         self.tv, self.l2 = float(tv), float(l2)

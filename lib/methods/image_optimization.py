@@ -22,6 +22,7 @@ from lib.errors import InputError
 from lib.methods.base import Explainer, Scores, activations_and_gradients
 from lib.methods.parameterization import make_parameterization
 from lib.methods.robustness import DISTILL_TRANSFORMS
+from lib.methods.rules import Rules
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
@@ -30,6 +31,8 @@ PROGRESS_EVERY = 16  # steps between updates of the progress bar (each update wa
 
 class ImageOptimization(Explainer):
     """Optimise a batch of images for `loss`; see the module docstring.
+
+    The class attribute `rule` is the ReLUs' gradient rule while optimising (`rules.Rules`).
 
     Args:
         model: a functional or Sequential Keras model (nested models are fine); it is not changed.
@@ -42,6 +45,8 @@ class ImageOptimization(Explainer):
         value_range: (low, high) of the model's input; 0-255 RGB for the `lib.nets` builders.
     """
 
+    rule = "normal"
+
     def __init__(
         self, model, parameterization="fourier", transforms=DISTILL_TRANSFORMS, learning_rate=0.05,
         anneal=False, size=None, value_range=(0.0, 255.0),
@@ -51,6 +56,7 @@ class ImageOptimization(Explainer):
         self.parameterization = make_parameterization(parameterization, self.size, value_range)
         self.transforms = transforms
         self.learning_rate, self.anneal = float(learning_rate), bool(anneal)
+        self._rules = Rules(self.rule, self.graph.steps)
 
     def loss(self, key, images, unit, *extra):
         """Per-image loss (B,) to minimise for `key`; `images` in the input range, `unit` in [0, 1]."""
@@ -129,7 +135,7 @@ class ImageOptimization(Explainer):
             steps += [s for s in self.graph.ancestors(self.graph.steps, key) if s not in steps]
         order = {id(s): i for i, s in enumerate(self.graph.steps)}
         steps.sort(key=lambda s: order[id(s)])
-        values = self.graph.run(steps, {self.graph.input_key: images})
+        values = self.graph.run(steps, {self.graph.input_key: images}, self._rules.call)
         return [values[key] for key in keys]
 
 

@@ -6,6 +6,9 @@ the gradient arriving from above, x the activation's input and f'(x) its local s
     normal   g * f'(x)
     guided   relu(g) * f'(x)    (Springenberg et al. 2014: positive g, where the input was "on")
     deconv   relu(g)            (Zeiler & Fergus 2014: rectify the signal, ignore the forward pass)
+    redirected  g * f'(x) for an image where that is not all zero; else g, except where x <= 0 and
+             g > 0 (the redirected ReLU gradient of the Lucid library, for optimising images: a
+             unit that is off for the whole image still gets the gradient that would turn it on)
 
 The ReLU family is `relu`, `relu6` and `leaky_relu`, whether fused in a layer (`Conv2D(...,
 activation="relu")`, `Dense`, ...), as `Activation`, `ReLU`, `LeakyReLU` layers, or as `keras.ops`
@@ -32,7 +35,7 @@ from lib.methods.graph import activation_name, call_op, user_stacklevel
 RELU_NAMES = ("relu", "relu6", "leaky_relu")
 RELU_OPS = ("relu", "relu6", "leakyrelu")  # keras.ops.relu & co. called on symbolic tensors
 OTHER_NONLINEAR = ("elu", "selu", "gelu", "silu", "swish", "mish", "hard_silu", "hard_swish")
-RULES = ("normal", "guided", "deconv")
+RULES = ("normal", "guided", "deconv", "redirected")
 
 
 @tf.custom_gradient
@@ -51,6 +54,33 @@ def _rectified(activation, x):
     return fn(x)
 
 
+def _redirected(activation, x):
+    """`activation(x)` (ReLU or ReLU6) with the "redirected" backward pass of the module docstring."""
+
+    @tf.custom_gradient
+    def fn(x):
+        y = activation(x)
+
+        def gradient(g):
+            normal = g * tf.cast((x > 0) & tf.equal(y, x), g.dtype)  # f'(x): 1 where y = x > 0
+            redirected = tf.where((x <= 0) & (g > 0), tf.zeros_like(g), g)
+            alive = tf.reduce_any(tf.not_equal(normal, 0), axis=tuple(range(1, g.shape.rank)), keepdims=True)
+            return tf.where(alive, normal, redirected)
+
+        return y, gradient
+
+    return fn(x)
+
+
+def _is_plain_relu(op):
+    """True for ReLU and ReLU6 (not leaky, no threshold), whose slope is 1 exactly where y = x > 0."""
+    if isinstance(op, keras.layers.LeakyReLU):
+        return False
+    if isinstance(op, keras.layers.ReLU):
+        return not op.negative_slope and not op.threshold
+    return (activation_name(op) or internals.op_name(op)) in ("relu", "relu6")
+
+
 def relu_kind(op):
     """'standalone' for a ReLU-family layer or op, 'fused' for a fused ReLU activation, else None."""
     is_layer = isinstance(op, keras.layers.Layer)
@@ -67,7 +97,7 @@ class Rules:
     """A gradient rule for the ReLUs among some steps of a `ModelGraph`.
 
     Args:
-        rule: "normal", "guided" or "deconv".
+        rule: "normal", "guided", "deconv" or "redirected".
         steps: the steps this rule will run; their ReLUs are found once, here.
 
     Attributes:
@@ -82,14 +112,16 @@ class Rules:
         if rule not in RULES:
             raise ValueError(f"rule={rule!r}; use one of {', '.join(RULES)}")
         self.rule = rule
-        self._kinds = {} if rule == "normal" else {id(s): relu_kind(s.op) for s in steps}
+        # leaky ReLUs are never off: under "redirected" they keep their normal gradient
+        plain = (lambda op: _is_plain_relu(op)) if rule == "redirected" else (lambda op: True)
+        self._kinds = {} if rule == "normal" else {id(s): relu_kind(s.op) for s in steps if plain(s.op)}
         self._views = {
             id(s): internals.without_activation(s.op)
             for s in steps
-            if rule == "deconv" and self._kinds[id(s)] == "fused"
+            if rule in ("deconv", "redirected") and self._kinds.get(id(s)) == "fused"
         }
         self.relus = [s.name for s in steps if self._kinds.get(id(s))]
-        if rule != "normal":
+        if rule in ("guided", "deconv"):  # a model without ReLUs simply has nothing to redirect
             self._check(steps)
 
     def _check(self, steps):
@@ -113,10 +145,11 @@ class Rules:
             return call_op(step.op, args, kwargs)
         if self.rule == "guided":
             return _positive_gradient(call_op(step.op, args, kwargs))
+        backward = _redirected if self.rule == "redirected" else _rectified
         if kind == "standalone":
-            return _rectified(lambda x: call_op(step.op, (x, *args[1:]), kwargs), args[0])
+            return backward(lambda x: call_op(step.op, (x, *args[1:]), kwargs), args[0])
         pre_activation = call_op(self._views[id(step)], args, kwargs)
-        return _rectified(step.op.activation, pre_activation)
+        return backward(step.op.activation, pre_activation)
 
 
 def _hidden_relu(op):
