@@ -235,9 +235,13 @@ def test_a_folder_holding_another_job_is_refused(model, folder, float32_run):
             "grad_cam,guided_grad_cam,saliency",
             summary.out,
             shard_size=SHARD,
+            batch_size=BATCH,
             dtype="uint8",
             top_k=2,
         )
+    with pytest.raises(InputError, match=r"\(batch_size: 8 there, 4 now\)"):
+        lib.batch.run(folder, model, "grad_cam,guided_grad_cam,saliency", summary.out, shard_size=SHARD,
+                      batch_size=4, dtype="float32", top_k=2)  # fmt: skip
     assert json.loads((summary.out / "job.json").read_text()) == before
 
 

@@ -1,14 +1,14 @@
 """The Beam runner: the job as an Apache Beam pipeline, on the DirectRunner here or Dataflow, Flink, Spark.
 
-    pending shards -> Reshuffle -> decode each shard's images (unreadable ones to "skipped")
-        -> RunInference(ExplainerHandler)  batches of min_batch_size .. max_batch_size images,
-                                          one model and its methods per worker process
-        -> (shard, row) + (shard, skipped) -> GroupByKey(shard) -> write each shard atomically
+    pending shards -> Reshuffle -> decode each shard into the local runner's batches of images
+        (unreadable ones to "skipped") -> RunInference(ExplainerHandler): one batch per call, one
+        model and its methods per worker process -> (shard, row) + (shard, skipped)
+        -> GroupByKey(shard) -> write each shard atomically, rows in image order
 
 The handler rebuilds the worker's model and methods from the job's `Spec` (a model name, or the
 .keras file saved in the job's folder), so that workers on other machines need only this package
-and the folder. Shards are the same files as the local runner's: rows are sorted by image before
-writing, and a method's maps of an image do not depend on the other images of its batch.
+and the folder. The batches are the local runner's (`local._stream`, `local.decode_batch`), so the
+shards are the local runner's files, bit for bit, for every method.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import logging
 import numpy as np
 
 from lib.batch import local, shards
-from lib.errors import InputError, MissingFileError
+from lib.errors import InputError
 
 
 def _beam():
@@ -37,18 +37,20 @@ def handler_class():
     from apache_beam.ml.inference.base import ModelHandler
 
     class ExplainerHandler(ModelHandler):
-        """RunInference's model handler: the model is the job's `Worker`, the examples (index, image).
+        """RunInference's model handler: the model is the job's `Worker`, an example one batch.
+
+        The examples are the local runner's batches, (indices, images (B, H, W, 3)), made by
+        `decode_shard`, one per call (`min_batch_size=max_batch_size=1`): sampling and perturbation
+        methods (occlusion, RISE, SmoothGrad, Integrated Gradients, Eigen-CAM) give an image maps
+        that differ in the last bit with the other images of its batch, so Beam's own batching of
+        single images would make shards that differ from the local runner's in rounding.
 
         Args:
             spec: the job's `Spec`; per_image_ids: int32 (N, K) class ids from a CSV, or None.
-            batch_size: `max_batch_size` of RunInference's batching.
         """
 
-        def __init__(self, spec, per_image_ids, batch_size, min_batch_size=None):
-            # Beam's adaptive batching starts at 1 and doubles; every new size traces the methods
-            # again, so by default batches are of batch_size (the rest of a bundle comes smaller).
-            low = batch_size if min_batch_size is None else min(min_batch_size, batch_size)
-            super().__init__(min_batch_size=low, max_batch_size=batch_size)
+        def __init__(self, spec, per_image_ids):
+            super().__init__(min_batch_size=1, max_batch_size=1)
             self.spec, self.per_image_ids = spec, per_image_ids
 
         def load_model(self):
@@ -59,33 +61,36 @@ def handler_class():
             return job.load_worker(self.spec, self.per_image_ids)
 
         def run_inference(self, batch, model, inference_args=None):
-            indices = np.array([index for index, _ in batch], np.int64)
-            block = model.explain(np.stack([image for _, image in batch]), indices)
-            keys = [key for key in block if key not in ("index", "path")]
-            return [(int(index), {key: block[key][i] for key in keys}) for i, index in enumerate(indices)]
+            return [_rows(model, indices, images) for indices, images in batch]
 
         def get_num_bytes(self, batch):
-            return sum(image.nbytes for _, image in batch)
+            return sum(images.nbytes for _, images in batch)
 
     return ExplainerHandler
 
 
-def decode_shard(shard, source, spec, shard_size):
-    """(index, image) of each readable image of a shard; TaggedOutput "skipped" for the others."""
+def _rows(worker, indices, images):
+    """(index, row) of each image of a batch: the block of `Worker.explain`, cut into rows."""
+    block = worker.explain(images, indices)
+    return [
+        (int(index), {key: values[i] for key, values in block.items()}) for i, index in enumerate(indices)
+    ]
+
+
+def decode_shard(shard, source, spec, shard_size, batch_size):
+    """The local runner's batches of a shard, (indices, images) of the readable images; TaggedOutput
+    "skipped" (shard, [index, name, reason]) for the others."""
     from apache_beam import pvalue
 
-    from lib.batch import sources
-
-    start, stop = local.shard_range(shard, shard_size, len(source))
-    if source.records is not None:
-        items = source.encoded(start, stop)
-    else:
-        items = ((index, source.items[index]) for index in range(start, stop))
-    for index, item in items:
-        try:
-            yield index, sources.decode(item, spec.size, spec.crop, source.names[index])
-        except (InputError, MissingFileError) as err:
-            yield pvalue.TaggedOutput("skipped", (shard, [index, source.names[index], str(err)]))
+    for indices, data in local._stream(source, [shard], shard_size, batch_size):
+        images, ok, reasons = local.decode_batch(source, spec, indices, data)
+        for index, good, reason in zip(indices, ok, reasons, strict=True):
+            if not good and index != local.PAD:
+                yield pvalue.TaggedOutput(
+                    "skipped", (shard, [int(index), source.names[index], reason.decode()])
+                )
+        if ok.any():
+            yield indices[ok], images[ok]
 
 
 def write_shard(grouped, out, count, names, maps, shard_size):
@@ -143,25 +148,34 @@ def _quiet():
         beam_logger.setLevel(level)
 
 
-def run(source, spec, worker, out, pending, shard_size, count, batch_size, workers, options, per_image_ids):
-    """Runs the pending shards as a Beam pipeline; returns how many images were explained."""
+def run(plan, spec, workers, options) -> int:
+    """Runs the plan's pending shards as a Beam pipeline; returns how many images were explained.
+
+    Args:
+        plan: the `job.Plan`; spec: the `Spec` workers rebuild the job from (its model a name or file).
+        workers: DirectRunner worker processes; options: Beam flags passed through.
+    """
+    source, size, maps = plan.source, plan.shard_size, plan.worker.maps
     with _quiet():
         beam = _beam()
         from apache_beam.ml.inference.base import RunInference
 
-        handler = handler_class()(spec, per_image_ids, batch_size)
+        handler = handler_class()(spec, plan.worker.per_image_ids)
         with beam.Pipeline(options=pipeline_options(workers, options)) as pipeline:
             decoded = (
                 pipeline
-                | "shards" >> beam.Create(pending)
+                | "shards" >> beam.Create(plan.pending)
                 | "spread" >> beam.Reshuffle()
                 | "decode"
-                >> beam.FlatMap(decode_shard, source, spec, shard_size).with_outputs("skipped", main="ok")
+                >> beam.FlatMap(decode_shard, source, spec, size, plan.batch_size).with_outputs(
+                    "skipped", main="ok"
+                )
             )
             rows = (
                 decoded.ok
                 | "explain" >> RunInference(handler)
-                | "by shard" >> beam.Map(lambda row: (row[0] // shard_size, ("row", row)))
+                | "rows" >> beam.FlatMap(lambda rows: rows)
+                | "by shard" >> beam.Map(lambda row: (row[0] // size, ("row", row)))
             )
             skipped = decoded.skipped | "skipped by shard" >> beam.MapTuple(
                 lambda s, item: (s, ("skipped", item))
@@ -170,9 +184,6 @@ def run(source, spec, worker, out, pending, shard_size, count, batch_size, worke
                 (rows, skipped)
                 | beam.Flatten()
                 | "gather" >> beam.GroupByKey()
-                | "write" >> beam.Map(write_shard, out, count, source.names, worker.maps, shard_size)
+                | "write" >> beam.Map(write_shard, plan.out, plan.count, source.names, maps, size)
             )
-    return sum(
-        meta["stop"] - meta["start"] - len(meta["skipped"])
-        for meta in (shards.metadata(out / shards.name(shard, count)) for shard in pending)
-    )
+    return plan.explained()

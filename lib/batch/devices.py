@@ -4,9 +4,11 @@
     method.explain(images, TopK(1))                           # the same Explanation, computed in halves
 
 Each replica runs the method's own compiled pass (with its NaN and Inf checks) on its slice of the
-batch, and the slices are joined in order. A method's maps of an image do not depend on the other
-images of its batch, so the result equals one device's. To try it on a CPU, split the CPU into
-logical devices before TensorFlow starts:
+batch, and the slices are joined in order. The gradient and CAM methods give an image the same
+maps in any batch, so the result equals one device's bit for bit; sampling and perturbation methods
+(occlusion, RISE, SmoothGrad, Integrated Gradients, Eigen-CAM) differ in the last bit with the batch,
+so theirs equal one device's within float32 rounding. To try it on a CPU, split the CPU into logical
+devices before TensorFlow starts:
 
     tf.config.set_logical_device_configuration(
         tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)

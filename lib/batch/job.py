@@ -201,6 +201,33 @@ class Worker:
             block[f"{name}_lo"], block[f"{name}_hi"] = lo, hi
 
 
+@dataclasses.dataclass
+class Plan:
+    """What a runner does: explain the `pending` shards of `source` with `worker` and write them to `out`.
+
+    Attributes:
+        source: the job's `sources.Source`; worker: its `Worker` (model, methods, spec, class ids).
+        out: the job's folder; pending: the shard numbers to write, in order.
+        shard_size, count: images per shard and shards in the job; batch_size: images per pass.
+    """
+
+    source: object
+    worker: Worker
+    out: object
+    pending: list[int]
+    shard_size: int
+    count: int
+    batch_size: int
+
+    def shard_path(self, shard: int):
+        return self.out / shards.name(shard, self.count)
+
+    def explained(self) -> int:
+        """Images explained in the pending shards, from their files' metadata."""
+        metas = (shards.metadata(self.shard_path(shard)) for shard in self.pending)
+        return sum(meta["stop"] - meta["start"] - len(meta["skipped"]) for meta in metas)
+
+
 def load_worker(spec: Spec, per_image_ids=None) -> Worker:
     """A `Worker` rebuilt from its `Spec`: the model loaded, the methods made (in a Beam worker)."""
     from lib import cli

@@ -51,6 +51,26 @@ def _columns(batch):
     return np.array(indices, np.int64), np.array(data, object)
 
 
+def decode_batch(source, spec, indices, data):
+    """(images float32 (B, H, W, 3), ok (B,), reasons (B,) bytes) of a batch of `_stream`.
+
+    Padding and unreadable images get zeros and ok False; the latter their reader's message.
+    """
+    height, width = spec.size
+    images = np.zeros((len(indices), height, width, 3), np.float32)
+    ok, reasons = np.zeros(len(indices), bool), np.full(len(indices), b"", object)
+    for i, (index, item) in enumerate(zip(indices, data, strict=True)):
+        if index == PAD:
+            continue
+        item = item if source.records is not None else source.items[index]
+        try:
+            images[i] = sources.decode(item, spec.size, spec.crop, source.names[index])
+            ok[i] = True
+        except (InputError, MissingFileError) as err:
+            reasons[i] = str(err).encode()
+    return images, ok, reasons
+
+
 def dataset(source, pending, spec, shard_size, batch_size):
     """tf.data batches (indices, images, ok, reasons) of the pending shards, decoded in parallel.
 
@@ -63,18 +83,7 @@ def dataset(source, pending, spec, shard_size, batch_size):
     height, width = spec.size
 
     def decode(indices, data):
-        images = np.zeros((len(indices), height, width, 3), np.float32)
-        ok, reasons = np.zeros(len(indices), bool), np.full(len(indices), b"", object)
-        for i, (index, item) in enumerate(zip(indices, data, strict=True)):
-            if index == PAD:
-                continue
-            item = item if source.records is not None else source.items[index]
-            try:
-                images[i] = sources.decode(item, spec.size, spec.crop, source.names[index])
-                ok[i] = True
-            except (InputError, MissingFileError) as err:
-                reasons[i] = str(err).encode()
-        return images, ok, reasons
+        return decode_batch(source, spec, indices, data)
 
     def decoded(indices, data):
         images, ok, reasons = tf.numpy_function(decode, [indices, data], (tf.float32, tf.bool, tf.string))
@@ -115,19 +124,20 @@ def shard_metadata(shard, start, stop, skipped, maps) -> dict:
     return {"shard": shard, "start": start, "stop": stop, "skipped": skipped, "maps": maps}
 
 
-def run(source, worker, out, pending, shard_size, count, batch_size, bar=None, on_shard=None) -> int:
-    """Explains the images of the `pending` shards and writes them; returns how many were explained."""
-    explained = 0
-    batches = dataset(source, pending, worker.spec, shard_size, batch_size).as_numpy_iterator()
+def run(plan, bar=None, on_shard=None) -> int:
+    """Explains the images of the plan's pending shards and writes them; returns how many were explained."""
+    source, worker, explained = plan.source, plan.worker, 0
+    batches = dataset(source, plan.pending, worker.spec, plan.shard_size, plan.batch_size).as_numpy_iterator()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
         writing = None
-        for shard in pending:
-            start, stop = shard_range(shard, shard_size, len(source))
-            block, skipped = _shard_rows(worker, source, batches, math.ceil((stop - start) / batch_size), bar)
+        for shard in plan.pending:
+            start, stop = shard_range(shard, plan.shard_size, len(source))
+            count = math.ceil((stop - start) / plan.batch_size)
+            block, skipped = _shard_rows(worker, source, batches, count, bar)
             explained += len(block["index"])
             metadata = shard_metadata(shard, start, stop, skipped, worker.maps)
             _finish(writing, on_shard)  # one shard written while the next is explained
-            write = (out / shards.name(shard, count), block, worker.maps, metadata)
+            write = (plan.shard_path(shard), block, worker.maps, metadata)
             writing = (shard, writer.submit(shards.write, *write))
         _finish(writing, on_shard)
     return explained

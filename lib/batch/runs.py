@@ -85,7 +85,7 @@ def run(
         size: (height, width) for a model that takes any size; others use their input size.
         crop: centre-crop each image to the input's aspect ratio before resizing.
         weights: `--weights` of a named ImageNet model.
-        batch_size: images per forward pass (Beam: the largest batch of RunInference).
+        batch_size: images per forward pass, in both runners (part of the job: see `_identity`).
         shard_size: images per shard file.
         workers: Beam worker processes (DirectRunner); the local runner uses one process.
         devices: split each batch over this many of the visible devices with MirroredStrategy
@@ -120,26 +120,13 @@ def run(
         crop=crop,
     )
     worker = jobs.Worker(_on_devices(explainers, devices), spec, per_image)
-    identity = _identity(spec, worker, model, source, shard_size, class_ids)
+    identity = _identity(spec, worker, model, source, (shard_size, batch_size), class_ids)
     out = _claim(out, identity, model, reference, runner)
     count = math.ceil(len(source) / shard_size)
     pending = [i for i, path in enumerate(manifests.shard_paths(out, count)) if not path.exists()]
+    plan = jobs.Plan(source, worker, out, pending, shard_size, count, batch_size)
     started = time.perf_counter()
-    explained = _dispatch(
-        runner,
-        source,
-        worker,
-        out,
-        pending,
-        shard_size,
-        count,
-        batch_size,
-        workers,
-        pipeline_options,
-        progress,
-        on_shard,
-        per_image,
-    )
+    explained = _dispatch(plan, runner, workers, pipeline_options, progress, on_shard)
     seconds = time.perf_counter() - started
     path = manifests.write(out, identity, count)
     skipped = manifests.read(out)["counts"]["skipped"]
@@ -208,8 +195,13 @@ def _on_devices(explainers, devices):
     return {name: Mirrored(explainer, devices) for name, explainer in explainers.items()}
 
 
-def _identity(spec, worker, model, source, shard_size, class_ids):
-    """What makes two runs the same job: compared key by key on a rerun (`manifest.claim`)."""
+def _identity(spec, worker, model, source, sizes, class_ids):
+    """What makes two runs the same job: compared key by key on a rerun (`manifest.claim`).
+
+    The batch size is part of it: sampling and perturbation methods (occlusion, RISE, SmoothGrad,
+    Integrated Gradients, Eigen-CAM) give an image maps that differ in the last bit with the other
+    images of its batch, so a resumed run must batch as the interrupted one did.
+    """
     import hashlib
 
     if isinstance(class_ids, (str, os.PathLike)):
@@ -229,7 +221,8 @@ def _identity(spec, worker, model, source, shard_size, class_ids):
         "classes": classes,
         "dtype": spec.dtype,
         "map_size": spec.map_size,
-        "shard_size": shard_size,
+        "shard_size": sizes[0],
+        "batch_size": sizes[1],
         "images": len(source),
         "images_sha256": source.fingerprint(),
     }
@@ -249,34 +242,18 @@ def _claim(out, identity, model, reference, runner):
     return out
 
 
-def _dispatch(
-    runner,
-    source,
-    worker,
-    out,
-    pending,
-    shard_size,
-    count,
-    batch_size,
-    workers,
-    options,
-    progress,
-    on_shard,
-    per_image,
-):
+def _dispatch(plan, runner, workers, options, progress, on_shard):
     from lib import cli
 
-    if not pending:
+    if not plan.pending:
         return 0
-    todo = sum(min(shard_size, len(source) - s * shard_size) for s in pending)
-    bar = cli.progress(todo) if progress else None
+    total, size = len(plan.source), plan.shard_size
+    bar = cli.progress(sum(min(size, total - s * size) for s in plan.pending)) if progress else None
     if runner == "local":
-        return local.run(source, worker, out, pending, shard_size, count, batch_size, bar, on_shard)
+        return local.run(plan, bar, on_shard)
     from lib.batch import beam
 
-    spec = worker.spec
+    spec = plan.worker.spec
     if not spec.model:
-        spec = dataclasses.replace(spec, model=os.fspath(out / manifests.MODEL_FILE))
-    return beam.run(
-        source, spec, worker, out, pending, shard_size, count, batch_size, workers, options, per_image
-    )
+        spec = dataclasses.replace(spec, model=os.fspath(plan.out / manifests.MODEL_FILE))
+    return beam.run(plan, spec, workers, options)
