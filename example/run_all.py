@@ -43,6 +43,7 @@ EXAMPLES = (
         ["--model", "squeezenet", *PHOTOS],
     ),
     ("deconv", "deconv/squeezenet", "deconv/squeezenet", ["--model", "squeezenet", *PHOTOS]),
+    ("feature_viz", "feature_viz/squeezenet", "feature_viz/squeezenet", ["--model", "squeezenet", "--steps", "256"]),
     ("compare", "compare/squeezenet", "compare/squeezenet", ["--model", "squeezenet", *PHOTOS, *COMPARED]),
     (
         "compare",
