@@ -16,6 +16,10 @@
     # score maps (N, K, H, W), raw score changes:
     Occlusion(model, size=32, stride=16), RISE(model, masks=4000)
 
+    # images optimised to excite channels, units, classes (float32 (B, H, W, 3)), or to match features:
+    FeatureVisualization(model)([channel("fire5_concat", c) for c in range(8)], steps=512)
+    Inversion(model, layer="fire3_concat")(photos, steps=300)
+
     result = GradCAM(model).explain(images)   # Explanation: maps, class_ids, scores, probabilities, layer
     GradCAM(model).explain(images, TopK(3))   # each image's 3 top classes, from the same one pass
 
@@ -39,6 +43,8 @@ The design, from the bottom up:
 - `input_gradient.InputGradient` is the base of the input-space gradient methods (Saliency,
   Gradient x Input, guided backpropagation); `sampling` averages them over noisy copies or a path
   (SmoothGrad, Integrated Gradients); `perturbation` scores masked copies (occlusion, RISE).
+- `image_optimization.ImageOptimization` optimises images through the same graph and tape:
+  feature visualization (`objectives`, `parameterization`, `robustness`) and inversion.
 - `catalog` builds any of them by a short name, for scripts and comparisons.
 """
 
@@ -48,6 +54,7 @@ from lib.methods.cam import CAM
 from lib.methods.class_map import ClassMap
 from lib.methods.deconvnet import Deconvnet
 from lib.methods.eigen_cam import EigenCAM
+from lib.methods.feature_visualization import FeatureVisualization
 from lib.methods.filters import FeatureMaps, feature_maps, filter_tiles, layer_filters
 from lib.methods.grad_cam import GradCAM, GuidedGradCAM
 from lib.methods.grad_cam_plus_plus import GradCAMPlusPlus
@@ -56,6 +63,7 @@ from lib.methods.guided_backprop import GuidedBackprop
 from lib.methods.hires_cam import HiResCAM
 from lib.methods.input_gradient import InputGradient
 from lib.methods.integrated_gradients import IntegratedGradients
+from lib.methods.inversion import Inversion
 from lib.methods.layer_cam import LayerCAM
 from lib.methods.occlusion import Occlusion
 from lib.methods.rise import RISE
@@ -76,6 +84,7 @@ __all__ = [
     "Explainer",
     "Explanation",
     "FeatureMaps",
+    "FeatureVisualization",
     "GradCAM",
     "GradCAMPlusPlus",
     "GradientTimesInput",
@@ -84,6 +93,7 @@ __all__ = [
     "HiResCAM",
     "InputGradient",
     "IntegratedGradients",
+    "Inversion",
     "LayerCAM",
     "Occlusion",
     "Saliency",
