@@ -87,7 +87,22 @@ def class_ids(args):
         return values[0]
     if values is None:
         return None
-    return cli.parse_class_id(values, cli.load_subject(args.model, args.weights).class_names)
+    return cli.parse_class_id(values, class_names(args))
+
+
+def class_names(args):
+    """The model's class names, without building a named model (only a model file is loaded)."""
+    from lib.nets import bundled
+
+    if args.model in bundled.names():
+        from lib.dataflow.shapes import CLASS_NAMES
+
+        return CLASS_NAMES
+    if args.model in cli.IMAGENET_MODELS:
+        from lib.nets.imagenet import class_names as imagenet_names
+
+        return imagenet_names()
+    return cli.load_subject(args.model, args.weights).class_names
 
 
 def images(args):
