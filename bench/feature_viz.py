@@ -26,12 +26,12 @@ def _objectives(kind, batch):
     return [channel(kind, c) for c in range(batch)]
 
 
-def _step_call(optimizer, key, extra=()):
+def _step_call(optimizer, key, extra=(), redirect=False):
     """A call that runs one compiled step of `optimizer` for `key` (traced on first call)."""
     batch = extra[0].shape[0] if extra else len(key[1])
     params = optimizer.parameterization.random(batch, 0)
     zeros = tf.zeros_like(params)
-    step = optimizer._step_function(key)
+    step = optimizer._step_function(key, redirect)
     seed, rate = tf.constant([0, 3]), tf.constant(0.05)
     return lambda images: step(params, zeros, zeros, seed, rate, *extra)[0].numpy()
 
@@ -53,6 +53,10 @@ def feature_viz_rows(time_rounds, row, plain_floors, batch, repeats):
     for name, (options, kind) in variants.items():
         optimizers.append(FeatureVisualization(model, **options))
         calls[name] = _step_call(optimizers[-1], ("visualize", tuple(_objectives(kind, batch))))
+    key = ("visualize", tuple(_objectives("class logits", batch)))
+    calls["first steps: B class logits, redirected ReLU gradient"] = _step_call(
+        optimizers[0], key, redirect=True
+    )
     invert = Inversion(model, layer="fire5_concat")
     optimizers.append(invert)
     target = invert._features(tf.random.uniform((batch, 227, 227, 3), 0, 255))

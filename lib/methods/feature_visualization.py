@@ -45,8 +45,9 @@ class FeatureVisualization(ImageOptimization):
     """
 
     # A channel that no pixel of the grey start turns on would get no gradient at all; the redirected
-    # ReLU gradient (as in Lucid) lets it find the pattern that turns it on. Forward values are exact.
-    rule = "redirected"
+    # ReLU gradient (as in Lucid) over the first steps lets it find what turns it on. Forward values
+    # are exact.
+    redirect_steps = 32
 
     def __init__(self, model, *, tv=0.0, l2=0.0, **options):
         super().__init__(model, **options)

@@ -32,7 +32,9 @@ PROGRESS_EVERY = 16  # steps between updates of the progress bar (each update wa
 class ImageOptimization(Explainer):
     """Optimise a batch of images for `loss`; see the module docstring.
 
-    The class attribute `rule` is the ReLUs' gradient rule while optimising (`rules.Rules`).
+    The class attribute `redirect_steps` says for how many first steps the ReLUs pass the redirected
+    gradient (`rules.Rules`, "redirected"); it costs a third of a step (it unfuses every
+    convolution from its ReLU), so the later steps run with the normal gradient.
 
     Args:
         model: a functional or Sequential Keras model (nested models are fine); it is not changed.
@@ -45,7 +47,7 @@ class ImageOptimization(Explainer):
         value_range: (low, high) of the model's input; 0-255 RGB for the `lib.nets` builders.
     """
 
-    rule = "normal"
+    redirect_steps = 0
 
     def __init__(
         self, model, parameterization="fourier", transforms=DISTILL_TRANSFORMS, learning_rate=0.05,
@@ -56,7 +58,8 @@ class ImageOptimization(Explainer):
         self.parameterization = make_parameterization(parameterization, self.size, value_range)
         self.transforms = transforms
         self.learning_rate, self.anneal = float(learning_rate), bool(anneal)
-        self._rules = Rules(self.rule, self.graph.steps)
+        self._redirected = Rules("redirected", self.graph.steps) if self.redirect_steps else None
+        self._call = None  # the ReLU rule of the step being traced; None: the normal gradient
 
     def loss(self, key, images, unit, *extra):
         """Per-image loss (B,) to minimise for `key`; `images` in the input range, `unit` in [0, 1]."""
@@ -74,12 +77,13 @@ class ImageOptimization(Explainer):
             progress: show a progress bar with the mean loss.
         """
         steps, seed = _positive(steps, "steps"), _seed(seed)
-        step = self._step_function(key)
+        steps_of = {redirect: self._step_function(key, redirect) for redirect in (True, False)}
         params = self.parameterization.random(batch, seed)
         first, second = tf.zeros_like(params), tf.zeros_like(params)
         bar = _progress_bar(steps) if progress else None
         for count in range(1, steps + 1):
             rate = tf.constant(self._rate(count, steps), tf.float32)
+            step = steps_of[count <= self.redirect_steps]
             params, first, second, loss = step(
                 params, first, second, tf.constant([seed, count]), rate, *extra
             )
@@ -97,12 +101,14 @@ class ImageOptimization(Explainer):
             return self.learning_rate
         return self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * (count - 1) / steps))
 
-    def _step_function(self, key):
-        if key not in self._functions:
-            self._functions[key] = tf.function(functools.partial(self._step, key), autograph=False)
-        return self._functions[key]
+    def _step_function(self, key, redirect):
+        """The compiled step for `key`, with the redirected ReLU gradient or the normal one; made on use."""
+        if (key, redirect) not in self._functions:
+            step = functools.partial(self._step, key, redirect)
+            self._functions[key, redirect] = tf.function(step, autograph=False)
+        return self._functions[key, redirect]
 
-    def _step(self, key, params, first, second, seed, rate, *extra):
+    def _step(self, key, redirect, params, first, second, seed, rate, *extra):
         """One Adam step for the whole batch: (params, first moment, second moment, loss (B,))."""
         losses = {}
 
@@ -113,7 +119,11 @@ class ImageOptimization(Explainer):
 
         def head(unit, images):
             with self.graph.unchecked():  # the loss is checked after the last step instead
-                losses["loss"] = self.loss(key, images, unit, *extra)
+                self._call = self._redirected.call if redirect else None
+                try:
+                    losses["loss"] = self.loss(key, images, unit, *extra)
+                finally:
+                    self._call = None
             return Scores(for_input=losses["loss"][:, None])
 
         gradients = activations_and_gradients(params, base, head)[2][:, 0]
@@ -135,7 +145,7 @@ class ImageOptimization(Explainer):
             steps += [s for s in self.graph.ancestors(self.graph.steps, key) if s not in steps]
         order = {id(s): i for i, s in enumerate(self.graph.steps)}
         steps.sort(key=lambda s: order[id(s)])
-        values = self.graph.run(steps, {self.graph.input_key: images}, self._rules.call)
+        values = self.graph.run(steps, {self.graph.input_key: images}, self._call)
         return [values[key] for key in keys]
 
 
