@@ -79,6 +79,12 @@ def parse_args(argv=None):
         default=FEATURE_VIZ_REPEATS,
         help="timed rounds of one feature-visualization step of 16 objectives on SqueezeNet (0 skips them)",
     )
+    parser.add_argument(
+        "--batch-images",
+        type=int,
+        default=2000,
+        help="generated images of the batch-job section (bench/batch.py; 0 skips it)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, bundled models only")
     parser.add_argument("--skip-load-time", action="store_true", help="skip the fresh-process load timing")
     parser.add_argument(
@@ -100,6 +106,7 @@ def parse_args(argv=None):
         args.loop_calls = min(args.loop_calls, 200)
         args.family_repeats = min(args.family_repeats, 1)
         args.feature_viz_repeats = 0
+        args.batch_images = min(args.batch_images, 300)
     return args
 
 
@@ -355,6 +362,17 @@ def main(args):
     if not args.skip_load_time:
         for name in [m for m in args.models if m in bundled.names()]:
             report_load_time(name)
+    if args.batch_images:
+        report_batch(args)
+
+
+def report_batch(args):
+    """The dataset job of issue 15: local and Beam runners against the in-process loop (`batch.py`)."""
+    from batch import report
+
+    print(flush=True)
+    methods = ("grad_cam",) if args.quick else ("grad_cam", "cam", "guided_grad_cam", "saliency")
+    report(images=args.batch_images, methods=methods, repeats=1 if args.quick else 2, beam=not args.quick)
 
 
 def report_families(repeats):

@@ -21,6 +21,7 @@ lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays off the 
 from lib import cli
 
 PHOTOS = ["--images", "photos"]
+NO_FIGURES = ("explain_dataset",)  # writes shards, not figures: nothing for doc/
 COMPARED = ["--max-images", "2"]  # every method on two photos: Score-CAM and RISE take seconds per image
 # (script module, its output folder under output/, its doc folder, extra arguments). The real ImageNet
 # networks on photographs come first, each in a subfolder named after the network; the bundled shapes
@@ -43,7 +44,12 @@ EXAMPLES = (
         ["--model", "squeezenet", *PHOTOS],
     ),
     ("deconv", "deconv/squeezenet", "deconv/squeezenet", ["--model", "squeezenet", *PHOTOS]),
-    ("feature_viz", "feature_viz/squeezenet", "feature_viz/squeezenet", ["--model", "squeezenet", "--steps", "256"]),
+    (
+        "feature_viz",
+        "feature_viz/squeezenet",
+        "feature_viz/squeezenet",
+        ["--model", "squeezenet", "--steps", "256"],
+    ),
     ("compare", "compare/squeezenet", "compare/squeezenet", ["--model", "squeezenet", *PHOTOS, *COMPARED]),
     (
         "compare",
@@ -60,6 +66,62 @@ EXAMPLES = (
     ("deconv", "deconv", "deconv", []),
     ("deconv", "deconv", "deconv", ["--layer", "conv3_2", "--id", "49"]),
     ("compare", "compare", "compare", ["--model", "shapes_vgg", "--images", str(cli.SAMPLES_DIR)]),
+    # dataset jobs (lib.batch): Parquet shards and a manifest, not figures; skipped by --figures
+    (
+        "explain_dataset",
+        "explain_dataset/shapes",
+        "batch/shapes",
+        [
+            "--generate",
+            "3000",
+            "--method",
+            "grad_cam,cam",
+            "--dtype",
+            "uint8",
+            "--shard-size",
+            "500",
+            "--batch-size",
+            "50",
+        ],
+    ),
+    (
+        "explain_dataset",
+        "explain_dataset/photos",
+        "batch/photos",
+        [
+            "--model",
+            "squeezenet",
+            "--images",
+            "photos",
+            "--method",
+            "grad_cam,guided_grad_cam",
+            "--top-k",
+            "2",
+            "--batch-size",
+            "8",
+        ],
+    ),
+    (
+        "explain_dataset",
+        "explain_dataset/beam",
+        "batch/beam",
+        [
+            "--generate",
+            "400",
+            "--method",
+            "grad_cam,cam",
+            "--dtype",
+            "uint8",
+            "--shard-size",
+            "100",
+            "--batch-size",
+            "50",
+            "--runner",
+            "beam",
+            "--workers",
+            "2",
+        ],
+    ),
     ("evaluate", "evaluate", "metrics", []),  # every method scored on shapes_vgg and SqueezeNet: report.html
 )
 
@@ -76,6 +138,8 @@ def main(args):
     failures = []
     for script, output_name, doc_name, extra in EXAMPLES:
         if args.only and script not in args.only:
+            continue
+        if args.figures and script in NO_FIGURES:
             continue
         doc_folder, _, network = doc_name.partition("/")
         out = ROOT / "doc" / doc_folder / "figs" / network if args.figures else ROOT / "output" / output_name
