@@ -21,6 +21,7 @@ import lib
 lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays off the terminal
 
 # isort: split
+import tensorflow as tf
 
 from lib import cli, plot
 from lib.dataflow import photos
@@ -75,12 +76,14 @@ def channel_figure(images, ids, reached, best_photo, suptitle):
 def draw_channels(subject, visualize, layers, args, photo_batch, out):
     """One figure per layer: the images of channels 0 .. N-1, optimised as one batch."""
     for layer in layers:
-        count = min(args.channels, visualize.graph.shape_of(visualize.graph.find(layer).out_keys[0])[-1])
+        count = min(args.channels, visualize.graph.shape_of(visualize.key_of(layer))[-1])
         objectives = [channel(layer, c) for c in range(count)]
         print(f"{layer}: {count} channels, {args.steps} steps", flush=True)
         images = visualize(objectives, steps=args.steps, seed=args.seed)
         reached = visualize.objective_values(images, objectives)
-        best = [visualize.objective_values(photo_batch, [o] * len(photo_batch)).max() for o in objectives]
+        # every channel's mean activation on every photo, from one pass: (photos, channels)
+        on_photos = visualize.activations(tf.constant(photo_batch), [layer])[0].numpy()
+        best = on_photos.mean(axis=tuple(range(1, on_photos.ndim - 1)))[:, :count].max(axis=0)
         suptitle = (
             f"{subject.name} {layer}: the image that maximises each channel's mean activation\n"
             f"({args.steps} steps, Fourier, jitter/scale/rotation); below it, the best of "

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from lib.methods.image_optimization import ImageOptimization
-from lib.methods.objectives import LOGITS, Objective, as_objectives, channel, class_logit, direction, unit
+from lib.methods.objectives import Objective, as_objectives, channel, class_logit, direction, unit
 from lib.methods.robustness import NO_TRANSFORMS, Transforms, alpha_norm, total_variation
 
 __all__ = [
@@ -96,5 +96,4 @@ class FeatureVisualization(ImageOptimization):
     def _check(self, objectives):
         """Resolve every layer the objectives read and check their channels and positions."""
         for term in (t for o in objectives for t in o.terms):
-            key = self.graph.logits_key if term.layer is LOGITS else self.graph.find(term.layer).out_keys[0]
-            term.check(self.graph.shape_of(key))
+            term.check(self.graph.shape_of(self.key_of(term.layer)))

@@ -135,16 +135,15 @@ class ImageOptimization(Explainer):
         params = params - rate * first / (tf.sqrt(second) + ADAM_EPSILON)
         return params, first, second, losses["loss"]
 
+    def key_of(self, layer):
+        """The graph key of `layer`'s output (a name or object; None for the logits)."""
+        return self.graph.logits_key if layer is None else self.graph.find(layer).out_keys[0]
+
     def activations(self, images, layers):
         """The activations of `images` (B, H, W, 3) at each of `layers` (qualified names or `None`)."""
-        keys = [
-            self.graph.logits_key if name is None else self.graph.find(name).out_keys[0] for name in layers
-        ]
-        steps = []
-        for key in keys:
-            steps += [s for s in self.graph.ancestors(self.graph.steps, key) if s not in steps]
-        order = {id(s): i for i, s in enumerate(self.graph.steps)}
-        steps.sort(key=lambda s: order[id(s)])
+        keys = [self.key_of(name) for name in layers]
+        needed = {id(s) for key in keys for s in self.graph.ancestors(self.graph.steps, key)}
+        steps = [s for s in self.graph.steps if id(s) in needed]  # in graph order
         values = self.graph.run(steps, {self.graph.input_key: images}, self._call)
         return [values[key] for key in keys]
 

@@ -113,7 +113,7 @@ class Rules:
             raise ValueError(f"rule={rule!r}; use one of {', '.join(RULES)}")
         self.rule = rule
         # leaky ReLUs are never off: under "redirected" they keep their normal gradient
-        plain = (lambda op: _is_plain_relu(op)) if rule == "redirected" else (lambda op: True)
+        plain = _is_plain_relu if rule == "redirected" else (lambda op: True)
         self._kinds = {} if rule == "normal" else {id(s): relu_kind(s.op) for s in steps if plain(s.op)}
         self._views = {
             id(s): internals.without_activation(s.op)
