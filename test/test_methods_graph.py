@@ -157,17 +157,19 @@ def test_bad_class_ids_raise_input_error(class_ids, message):
 
 def test_the_finite_check_skips_only_finite_preserving_layers_and_still_catches_an_overflow():
     """An overflow in a convolution is caught behind a concatenation and a max-pooling (whose outputs
-    are not summed), though the fused conv-bias-ReLU after them turns its NaN into a finite logit."""
+    are not summed), though the tanh of the convolution after them turns its Inf into a finite logit."""
     inp = keras.Input((8, 8, 3))
     a = keras.layers.Conv2D(4, 1, activation="relu", name="a")(inp)
     b = keras.layers.Conv2D(4, 1, activation="relu", name="b")(inp)
     x = keras.layers.MaxPooling2D(name="pool")(keras.layers.Concatenate(name="cat")([a, b]))
-    x = keras.layers.Conv2D(3, 1, activation="relu", name="c")(x)
+    x = keras.layers.Conv2D(3, 1, activation="tanh", name="c")(x)
     model = keras.Model(inp, keras.layers.GlobalAveragePooling2D(name="gap")(x))
-    model.get_layer("a").kernel.assign(np.full((1, 1, 3, 4), 1e38, np.float32))  # Inf for pixels of 10
-    mixed = np.zeros((1, 1, 8, 3), np.float32)
-    mixed[0, 0, :4] = [[1], [-1], [1], [-1]]  # Inf - Inf: NaN, which the fused ReLU turns into 0
-    model.get_layer("c").kernel.assign(mixed)
+    overflow = np.zeros((1, 1, 3, 4), np.float32)
+    overflow[..., 0] = 1e38  # channel 0 of a is Inf for pixels of 10, the others 0 (no 0 * Inf below)
+    model.get_layer("a").kernel.assign(overflow)
+    from_channel_0 = np.zeros((1, 1, 8, 3), np.float32)
+    from_channel_0[0, 0, 0] = 1.0  # c = tanh(Inf) = 1: finite on every CPU, fused kernel or not
+    model.get_layer("c").kernel.assign(from_channel_0)
     graph = ModelGraph(model)
 
     def run(x, check):

@@ -152,7 +152,7 @@ def test_score_cam_equals_a_loop_of_masked_forward_passes_for_every_chunk_size(
     class_ids = IDS if targets == "ids" else margin
     np.testing.assert_allclose(method.weights_of(x, class_ids), weights, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(
-        method(x, class_ids), expected_maps(activations, weights, (SIZE, SIZE)), atol=1e-5
+        method(x, class_ids), expected_maps(activations, weights, (SIZE, SIZE)), rtol=1e-4, atol=1e-5
     )
 
 
@@ -168,7 +168,7 @@ def test_ablation_cam_equals_a_loop_of_ablated_head_passes_through_skip_connecti
     class_ids = IDS if targets == "ids" else margin
     np.testing.assert_allclose(method.weights_of(x, class_ids), weights, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(
-        method(x, class_ids), expected_maps(activations, weights, (SIZE, SIZE)), atol=1e-5
+        method(x, class_ids), expected_maps(activations, weights, (SIZE, SIZE)), rtol=1e-4, atol=1e-5
     )
 
 
@@ -192,7 +192,8 @@ def test_k_classes_per_image_the_top_class_and_determinism(method):
     class_by_class = np.concatenate([explainer(x, IDS[:, k : k + 1]) for k in range(2)], axis=1)
     one_by_one = np.concatenate([explainer(x[n : n + 1], IDS[n : n + 1]) for n in range(3)])
     np.testing.assert_allclose(class_by_class, together, atol=1e-6)
-    np.testing.assert_allclose(one_by_one, together, atol=1e-6)
+    # Ablation-CAM's (y - y_k) / y amplifies a score's last bit, which on some CPUs changes with the batch
+    np.testing.assert_allclose(one_by_one, together, rtol=1e-4, atol=1e-6)
     result = explainer.explain(x)
     np.testing.assert_array_equal(result.class_ids, model(x).numpy().argmax(-1)[:, None])
     np.testing.assert_array_equal(result.maps, explainer(x, result.class_ids))

@@ -4,11 +4,10 @@
     method.explain(images, TopK(1))                           # the same Explanation, computed in halves
 
 Each replica runs the method's own compiled pass (with its NaN and Inf checks) on its slice of the
-batch, and the slices are joined in order. The gradient and CAM methods give an image the same
-maps in any batch, so the result equals one device's bit for bit; sampling and perturbation methods
-(occlusion, RISE, SmoothGrad, Integrated Gradients, Eigen-CAM) differ in the last bit with the batch,
-so theirs equal one device's within float32 rounding. To try it on a CPU, split the CPU into logical
-devices before TensorFlow starts:
+batch, and the slices are joined in order: the result is one device's on those slices, bit for bit.
+Against one device on the whole batch it agrees within float32 rounding, since CPU convolutions can
+change an image's result in the last bit with its place in the batch (seen with AVX2 and no AVX-512).
+To try it on a CPU, split the CPU into logical devices before TensorFlow starts:
 
     tf.config.set_logical_device_configuration(
         tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
