@@ -39,8 +39,8 @@ def job_batches(folder, shard_size=SHARD, batch_size=BATCH):
     """Positions, among the readable images, of each batch the local runner explains.
 
     It cuts the files into shards, each shard into batches of `batch_size` files, and drops the unreadable
-    ones from their batch. The reference must use the same batches: on some CPUs (AVX2 without AVX-512) a
-    convolution's result for an image changes in its last bit with the image's place in the batch.
+    ones from their batch. The reference must use the same batches: on some CPUs (seen on an AMD EPYC
+    with AVX2) a convolution's result for an image changes in its last bit with its place in the batch.
     """
     files = list_images(folder)
     batches, position = [], 0

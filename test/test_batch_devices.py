@@ -1,7 +1,7 @@
 """MirroredStrategy over two logical CPU devices gives one device's maps, in lib.batch and alone.
 
-One device explains the same slices of each batch as the two do: on some CPUs (AVX2 without AVX-512) a
-convolution's result for an image changes in its last bit with the image's place in the batch.
+One device explains the same slices of each batch as the two do: on some CPUs (seen on an AMD EPYC with
+AVX2) a convolution's result for an image changes in its last bit with the image's place in the batch.
 
 Logical devices must be made before TensorFlow initialises its devices, so the job runs in a
 fresh process that splits the CPU in two first.

@@ -6,7 +6,7 @@
 Each replica runs the method's own compiled pass (with its NaN and Inf checks) on its slice of the
 batch, and the slices are joined in order: the result is one device's on those slices, bit for bit.
 Against one device on the whole batch it agrees within float32 rounding, since CPU convolutions can
-change an image's result in the last bit with its place in the batch (seen with AVX2 and no AVX-512).
+change an image's result in the last bit with its place in the batch (seen on an AMD EPYC with AVX2).
 To try it on a CPU, split the CPU into logical devices before TensorFlow starts:
 
     tf.config.set_logical_device_configuration(
