@@ -19,6 +19,7 @@ from lib.methods.targets import TopK
 from lib.nets import bundled
 
 BATCH, SHARD = 8, 16
+CORRUPT = "00003b.png"  # in the first shard
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def folder(tmp_path_factory):
     """36 generated images and one corrupt file among them, in the first shard."""
     root = tmp_path_factory.mktemp("images")
     write_image_folder(root, 36, seed=3)
-    (root / "arrow" / "00003b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (root / "arrow" / CORRUPT).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     return root
 
 
@@ -47,7 +48,7 @@ def job_batches(folder, shard_size=SHARD, batch_size=BATCH):
     for shard in range(0, len(files), shard_size):
         stop = min(shard + shard_size, len(files))
         for start in range(shard, stop, batch_size):
-            good = sum("00003b" not in path for path in files[start : min(start + batch_size, stop)])
+            good = sum(not path.endswith(CORRUPT) for path in files[start : min(start + batch_size, stop)])
             batches.append(slice(position, position + good))
             position += good
     return batches
@@ -57,9 +58,7 @@ def direct(model, name, images, targets, batches, layer="conv4_2"):
     """The method called directly on `images`, batch by batch (slices of `job_batches`)."""
     method = catalog.build(name, model, layer)
     parts = [method.explain(images[batch], targets) for batch in batches]
-    return parts, {
-        key: np.concatenate([getattr(p, key) for p in parts]) for key in ("maps", "class_ids", "scores")
-    }
+    return {key: np.concatenate([getattr(p, key) for p in parts]) for key in ("maps", "class_ids", "scores")}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +72,7 @@ def float32_run(model, folder, tmp_path_factory):
 
 
 def readable(folder):
-    loaded = load_images([p for p in list_images(folder) if "00003b" not in p], size=64)
+    loaded = load_images([p for p in list_images(folder) if not p.endswith(CORRUPT)], size=64)
     return loaded.paths, loaded.images
 
 
@@ -83,7 +82,7 @@ def test_float32_maps_are_bit_equal_to_the_methods_called_directly(model, folder
     assert results.paths == paths and summary.explained == len(paths) == 36
     batches = job_batches(folder)
     assert [b.stop - b.start for b in batches[:2]] == [7, 8]  # the corrupt file's batch is one short
-    wants = {name: direct(model, name, images, TopK(2), batches)[1] for name in results.maps}
+    wants = {name: direct(model, name, images, TopK(2), batches) for name in results.maps}
     for name, want in wants.items():
         assert np.array_equal(results.maps[name], want["maps"]), name
         assert np.array_equal(results.class_ids, want["class_ids"]), name
@@ -107,12 +106,12 @@ def test_corrupt_image_is_skipped_in_the_manifest_and_the_job_goes_on(folder, fl
     manifest = results.manifest
     assert manifest["counts"] == {"images": 37, "explained": 36, "skipped": 1, "shards": 3}
     (skipped,) = manifest["skipped"]
-    assert skipped["path"].endswith("00003b.png")
+    assert skipped["path"].endswith(CORRUPT)
     assert skipped["index"] == list_images(folder).index(skipped["path"])
     assert "cannot read image" in skipped["reason"]
     assert summary.skipped == 1 and sum(s["images"] for s in manifest["shards"]) == 36
     with pytest.raises(InputError, match="was skipped"):
-        lib.batch.read(summary.out, "00003b.png")
+        lib.batch.read(summary.out, CORRUPT)
 
 
 def test_manifest_names_model_weights_methods_and_versions(model, float32_run):
@@ -147,8 +146,9 @@ def test_shards_are_parquet_that_analysis_tools_read(float32_run):
 
 def test_float16_and_uint8_within_their_quantisation_step(model, folder, tmp_path):
     paths, images = readable(folder)
-    _, grad = direct(model, "grad_cam", images, None, job_batches(folder))
-    _, guided = direct(model, "guided_grad_cam", images, None, job_batches(folder))
+    batches = job_batches(folder)
+    grad = direct(model, "grad_cam", images, None, batches)
+    guided = direct(model, "guided_grad_cam", images, None, batches)
     for dtype in ("float16", "uint8"):
         out = tmp_path / dtype
         lib.batch.run(
@@ -187,7 +187,7 @@ def test_layer_size_maps_are_area_averages_of_the_image_size_ones(model, folder,
         dtype="float32",
     )
     maps = lib.batch.read(tmp_path).maps["grad_cam"]  # (N, 1, 8, 8): conv4_2 of a 64x64 input
-    _, full = direct(model, "grad_cam", images, None, job_batches(folder))
+    full = direct(model, "grad_cam", images, None, job_batches(folder))
     want = tf.image.resize(full["maps"].reshape(-1, 64, 64, 1), (8, 8), method="area").numpy()
     assert maps.shape == (36, 1, 8, 8) and np.array_equal(maps.reshape(-1, 8, 8, 1), want)
 
@@ -199,7 +199,7 @@ def test_class_ids_fixed_or_from_a_csv_beside_the_paths(model, folder, tmp_path)
     )
     fixed = lib.batch.read(tmp_path / "fixed")
     assert np.all(fixed.class_ids == [3, 1])
-    _, want = direct(model, "grad_cam", images, [3, 1], job_batches(folder, batch_size=32))
+    want = direct(model, "grad_cam", images, [3, 1], job_batches(folder, batch_size=32))
     assert np.array_equal(fixed.maps["grad_cam"], want["maps"])
     labels = {p: [i % 8] for i, p in enumerate(list_images(folder))}
     csv = tmp_path / "labels.csv"
