@@ -41,24 +41,36 @@ def photos():
     return {name: resize(load_photo(name), size=227) for name in PLAUSIBLE}
 
 
-def _reference_logits(arrays, images):
-    """SqueezeNet v1.1 written out with tf.nn ops on the file's arrays, preprocessing done here."""
-    x = tf.constant(images[..., ::-1] - np.asarray(CAFFE_BGR_MEAN, np.float32))
+def _reference_conv(arrays, x, name, stride=1, padding="SAME"):
+    kernel, bias = arrays[name]
+    return tf.nn.relu(tf.nn.conv2d(x, kernel, stride, padding) + bias)
 
-    def conv(x, name, stride=1, padding="SAME"):
-        kernel, bias = arrays[name]
-        return tf.nn.relu(tf.nn.conv2d(x, kernel, stride, padding) + bias)
+
+def _reference_fire9(arrays, images):
+    """SqueezeNet v1.1 up to fire9's concatenation, written out with tf.nn ops on the file's arrays,
+    preprocessing done here."""
+    x = tf.constant(images[..., ::-1] - np.asarray(CAFFE_BGR_MEAN, np.float32))
 
     def pool(x):
         return tf.nn.max_pool2d(x, 3, 2, "VALID")
 
-    x = pool(conv(x, "conv1", stride=2, padding="VALID"))
+    x = pool(_reference_conv(arrays, x, "conv1", stride=2, padding="VALID"))
     for index in FIRE_MODULES:
-        s = conv(x, f"fire{index}/squeeze1x1")
-        x = tf.concat([conv(s, f"fire{index}/expand1x1"), conv(s, f"fire{index}/expand3x3")], axis=-1)
+        s = _reference_conv(arrays, x, f"fire{index}/squeeze1x1")
+        expand = [_reference_conv(arrays, s, f"fire{index}/expand{k}x{k}") for k in (1, 3)]
+        x = tf.concat(expand, axis=-1)
         if index in (3, 5):
             x = pool(x)
-    return tf.reduce_mean(conv(x, "conv10", padding="VALID"), axis=(1, 2)).numpy()
+    return x
+
+
+def _reference_head(arrays, fire9):
+    """conv10, ReLU and global average pooling: the logits."""
+    return tf.reduce_mean(_reference_conv(arrays, fire9, "conv10", padding="VALID"), axis=(1, 2))
+
+
+def _reference_logits(arrays, images):
+    return _reference_head(arrays, _reference_fire9(arrays, images)).numpy()
 
 
 def test_layer_names_shapes_and_parameter_count(model):
@@ -79,6 +91,28 @@ def test_logits_equal_a_plain_tensorflow_reference(model):
     ours = np.asarray(model(images))
     reference = _reference_logits(arrays, images)
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+
+
+def test_grad_cam_at_fire9_equals_the_formula_on_the_reference_gradients(model, photos):
+    # Grad-CAM differentiates only the chosen classes' columns of conv10 (`ClassColumns`); the
+    # reference differentiates the whole head with a plain tape.
+    arrays = load_pickle_dict(weights_module.package_file(*weights_module.SQUEEZENET_FILE))
+    images, ids = np.stack(list(photos.values())), np.array([[967, 281]] * len(photos))
+    fire9 = _reference_fire9(arrays, images)
+    grads = []
+    for k in range(ids.shape[1]):
+        with tf.GradientTape() as tape:
+            tape.watch(fire9)
+            score = tf.reduce_sum(tf.gather(_reference_head(arrays, fire9), ids[:, k], axis=1, batch_dims=1))
+        grads.append(tape.gradient(score, fire9).numpy())
+    weights = np.stack(grads, axis=1).mean(axis=(2, 3))  # (N, K, C)
+    raw = np.maximum(np.einsum("nhwc,nkc->nkhw", fire9.numpy(), weights), 0)
+    expected = (
+        tf.image.resize(raw.reshape(-1, 13, 13, 1), (227, 227)).numpy().reshape(*raw.shape[:2], 227, 227)
+    )
+    expected /= expected.max(axis=(2, 3), keepdims=True)
+    maps = GradCAM(model, "fire9_concat")(images, ids)
+    np.testing.assert_allclose(maps, expected, atol=2e-4)
 
 
 def test_top_class_of_each_photo_is_plausible(model, photos):

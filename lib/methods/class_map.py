@@ -27,6 +27,7 @@ import numpy.typing as npt
 import tensorflow as tf
 
 from lib.methods.base import ClassExplainer, Scores, activations_and_gradients
+from lib.methods.class_columns import ClassColumns
 from lib.methods.maps import class_maps
 from lib.methods.targets import ClassIds, outcome
 
@@ -51,6 +52,7 @@ class ClassMap(ClassExplainer):
     def __init__(self, model: keras.Model, layer: str | keras.layers.Layer | None = None):
         super().__init__(model, layer)
         self._base, self._head = self.graph.split(self.layer_key)
+        self._columns = ClassColumns.of(self.graph, self._head)
 
     def __call__(self, images: npt.ArrayLike, class_ids: ClassIds = None) -> np.ndarray:
         """Class maps for the images: `explain(images, class_ids).maps`.
@@ -92,8 +94,12 @@ class ClassMap(ClassExplainer):
         fields = {}
 
         def head(activations, values):
-            scores, found = outcome(self._logits(values), targets)
+            values = self.graph.run(self._head, values)
+            scores, found = outcome(values[self.graph.logits_key], targets)
             fields.update(found)
+            if self._columns is not None and "class_ids" in found:
+                # the same scores through the classes' own columns: a backward pass of K columns, not all
+                scores = self._columns.scores(values, found["class_ids"])
             return Scores(for_layer=scores)
 
         activations, gradients, _ = activations_and_gradients(x, self._run_base, head, to_input=False)

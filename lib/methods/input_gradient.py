@@ -12,6 +12,7 @@ import numpy.typing as npt
 import tensorflow as tf
 
 from lib.methods.base import ClassExplainer, Scores, activations_and_gradients
+from lib.methods.class_columns import ClassColumns
 from lib.methods.rules import Rules
 from lib.methods.targets import ClassIds, outcome
 
@@ -32,6 +33,8 @@ class InputGradient(ClassExplainer):
         super().__init__(model, needs_layer=False)
         self._steps = self.graph.ancestors(self.graph.steps, self.graph.logits_key)
         self._rules = Rules(self.rule, self._steps)
+        # plain gradients only: under another rule the ReLUs after the class layer follow that rule
+        self._columns = ClassColumns.of(self.graph, self._steps) if self.rule == "normal" else None
 
     def __call__(self, images: npt.ArrayLike, class_ids: ClassIds = None) -> np.ndarray:
         """Attributions of the class scores in input space.
@@ -65,6 +68,8 @@ class InputGradient(ClassExplainer):
         def head(logits, values):
             scores, found = outcome(logits, targets)
             fields.update(found)
+            if self._columns is not None and "class_ids" in found:
+                scores = self._columns.scores(values, found["class_ids"])  # K columns' backward pass
             return Scores(for_input=scores)
 
         return activations_and_gradients(x, base, head)[2], fields
