@@ -44,7 +44,7 @@ sys.path.insert(0, {str(ROOT)!r})
 from lib.dataflow import photos
 paths = [photos.photo_path(name) for name in photos.names()]
 images = [photos.load(name) for name in photos.names()]
-print(sorted({{"skimage", "matplotlib", "ndf"}} & set(sys.modules)), len(paths))
+print(sorted({{"skimage", "matplotlib", "ndf", "sklearn"}} & set(sys.modules)), len(paths))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["[]", str(len(photos.names()))]

@@ -50,7 +50,6 @@ def test_grid_pointing_game_of_grad_cam_at_squeezenet_fire9():
     chosen = confident_photos(squeezenet(weights="imagenet"), cell=227)
     grid_model = squeezenet(weights="imagenet", input_shape=(454, 454, 3))
     (score,) = grid_game(grid_model, {"Grad-CAM": GradCAM(grid_model, "fire9_concat")}, chosen, GRIDS)
+    assert score.cells == 4 * GRIDS
+    assert score.mass_in_cell >= 0.45  # chance: 0.25; its 27x27 map at 454x454 is coarser
     assert score.pointing >= 0.75
-    # The issue asks for 0.45; this network reaches 0.43 on our photos (doc/grad_cam), so the test
-    # holds the measured level and the shortfall is reported rather than hidden.
-    assert score.mass_in_cell >= 0.40

