@@ -337,7 +337,9 @@ def test_nan_pixels_are_refused():
 
 @pytest.mark.slow
 def test_on_squeezenet_grids_of_photos_the_peak_of_each_class_lies_on_its_photo():
-    """The grid pointing game (doc/imagenet.md) on 4 grids of 2x2 photos at 454x454: 16 maps each."""
+    """The grid pointing game (doc/imagenet.md) on 2 grids of 2x2 photos at 454x454: 8 maps each, about
+    900 SqueezeNet passes. Measured: occlusion hits 8 of 8 cells, RISE 7 (4 grids: 15 of 16 each, in
+    twice the time)."""
     from lib.dataflow import photos
     from lib.grid_game import confident_photos
     from lib.metrics import hits
@@ -345,14 +347,14 @@ def test_on_squeezenet_grids_of_photos_the_peak_of_each_class_lies_on_its_photo(
 
     chosen = confident_photos(squeezenet(weights="imagenet"), cell=227)
     ids_of = {c.name: c.class_id for c in chosen}
-    arrangement = photos.arrangements(list(ids_of), 4, seed=0)
+    arrangement = photos.arrangements(list(ids_of), 2, seed=0)
     grids, cells = photos.load_grids(arrangement, cell=227)
-    ids = np.array([[ids_of[name] for name in names] for names in arrangement])  # (4, 4)
+    ids = np.array([[ids_of[name] for name in names] for names in arrangement])  # (2, 4)
     masks = photos.cell_masks(cells, ids)
     model = squeezenet(weights="imagenet", input_shape=(454, 454, 3))
     for method in (Occlusion(model, size=76, stride=38), RISE(model, masks=300, seed=0)):
         maps = method(grids, ids)
-        assert maps.shape == (4, 4, 454, 454) and np.isfinite(maps).all()
+        assert maps.shape == (2, 4, 454, 454) and np.isfinite(maps).all()
         assert np.nanmean(hits(maps, masks, ids)) >= 0.75, type(method).__name__
 
 
