@@ -10,10 +10,11 @@ fire9_concat (C = 512 channels). Floors, per call on N images, with B a method's
     Occlusion, RISE (P passes)         N*P/B forward passes of B images             target 1.10
     Ablation-CAM                       forward(N) + N*C/B head passes of B          target 1.10
 
-A reference row times a forward pass plus the gradient of the top logit at the layer, without the
-NaN/Inf check: what automatic differentiation alone costs a gradient CAM variant. On SqueezeNet it is
-about 1.15x the forward pass, since the backward pass through conv10 (512 -> 1000 channels, 13x13)
-costs as much as its forward, a sixth of the network's.
+A reference row times a forward pass plus the gradient of the top logit at the layer by plain
+automatic differentiation, without the NaN/Inf check: on SqueezeNet about 1.15x the forward pass, since
+the backward pass through conv10 (512 -> 1000 channels, 13x13) costs as much as its forward, a sixth of
+the network's. The gradient CAM variants differentiate only the chosen classes' columns of conv10
+(`lib.methods.class_columns`), so they can come in under that row.
 
 The peers' figures are printed beside them where known (tf-keras-vis's Score-CAM: more than 60 s for
 one VGG19 image on this kind of CPU, its issue #75).

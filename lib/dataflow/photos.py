@@ -123,7 +123,7 @@ PHOTOS = {
         "an orange pompon dahlia in close-up, dark green leaves behind",
         "Flickr user vultilion (https://www.flickr.com/photos/vultilion/6056698931/), retrieved by "
         "Robert Layton for scikit-learn",
-        _SKLEARN_NOTE + " (the README credits 'danielbuechele' for this photo too, but links to vultilion's page)",
+        _SKLEARN_NOTE + " (it credits 'danielbuechele' here too, but links to vultilion's page)",
     ),
     "grace_hopper": Photo(
         "matplotlib",
