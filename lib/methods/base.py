@@ -22,7 +22,7 @@ from lib.errors import InputError, LayerError
 from lib.methods import keras_internals as internals
 from lib.methods.finite import NOT_FINITE, checked
 from lib.methods.graph import ModelGraph
-from lib.methods.targets import ClassIds, parse_class_ids
+from lib.methods.targets import ClassIds, outcome, parse_class_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +267,20 @@ class ClassExplainer(Explainer):
         if isinstance(ids, np.ndarray):
             return self._run("ids", x, tf.constant(ids))
         return self._run(ids, x)  # ids is None (top class), a TopK or a callable
+
+    _columns = None  # the head's `ClassColumns`, where a subclass's gradients may go through them
+
+    def _target_scores(self, values, targets, fields):
+        """The scores (N, K) to differentiate for `targets`, from the logits in `values`.
+
+        `outcome`'s fields go into `fields`. Class targets are scored through the classes' own columns
+        of the last linear layer where `_columns` has them: the same values, a backward pass of K columns.
+        """
+        scores, found = outcome(values[self.graph.logits_key], targets)
+        fields.update(found)
+        if self._columns is not None and "class_ids" in found:
+            return self._columns.scores(values, found["class_ids"])
+        return scores
 
     def _num_classes(self, class_ids):
         shape = self.graph.logits_shape

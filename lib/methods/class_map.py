@@ -94,13 +94,7 @@ class ClassMap(ClassExplainer):
         fields = {}
 
         def head(activations, values):
-            values = self.graph.run(self._head, values)
-            scores, found = outcome(values[self.graph.logits_key], targets)
-            fields.update(found)
-            if self._columns is not None and "class_ids" in found:
-                # the same scores through the classes' own columns: a backward pass of K columns, not all
-                scores = self._columns.scores(values, found["class_ids"])
-            return Scores(for_layer=scores)
+            return Scores(for_layer=self._target_scores(self.graph.run(self._head, values), targets, fields))
 
         activations, gradients, _ = activations_and_gradients(x, self._run_base, head, to_input=False)
         return activations, gradients, fields

@@ -14,7 +14,7 @@ import tensorflow as tf
 from lib.methods.base import ClassExplainer, Scores, activations_and_gradients
 from lib.methods.class_columns import ClassColumns
 from lib.methods.rules import Rules
-from lib.methods.targets import ClassIds, outcome
+from lib.methods.targets import ClassIds
 
 
 class InputGradient(ClassExplainer):
@@ -66,10 +66,6 @@ class InputGradient(ClassExplainer):
             return values[self.graph.logits_key], values
 
         def head(logits, values):
-            scores, found = outcome(logits, targets)
-            fields.update(found)
-            if self._columns is not None and "class_ids" in found:
-                scores = self._columns.scores(values, found["class_ids"])  # K columns' backward pass
-            return Scores(for_input=scores)
+            return Scores(for_input=self._target_scores(values, targets, fields))
 
         return activations_and_gradients(x, base, head)[2], fields
