@@ -21,10 +21,13 @@ REQUIREMENTS = ROOT / "requirements.txt"
 INSTALL_INPUTS = (REQUIREMENTS, ROOT / "pyproject.toml")
 STAMP = VENV / ".requirements.sha256"
 
+# pytest-xdist workers of `test`, one per core up to 4 (each holds TensorFlow and its own models);
+# whole test files go to one worker, so a file's shared fixtures are built once.
+TEST_WORKERS = min(os.cpu_count() or 1, 4)
 JOBS = {
     "demo": ["example/run_all.py"],
     "figures": ["example/run_all.py", "--figures"],
-    "test": ["-m", "pytest", "test"],
+    "test": ["-m", "pytest", "-n", str(TEST_WORKERS), "--dist", "loadfile", "test"],
     "bench": ["bench/benchmark.py"],
 }
 
