@@ -18,12 +18,14 @@ from lib.metrics.inputs import maps_and_classes
 from lib.metrics.randomisation import (
     SanityResult,
     data_randomisation,
+    deterministic_ops,
     model_randomisation,
     normalised,
     permuted_label_model,
     permuted_labels,
     rebuild,
     similarities,
+    train_permuted,
 )
 from lib.nets import bundled
 from lib.sanity import randomised
@@ -199,3 +201,25 @@ def test_bad_inputs_raise_one_line_input_errors(model, shapes):
         with pytest.raises(InputError, match=message) as caught:
             call()
         assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("before", [False, True])
+def test_deterministic_ops_leave_the_setting_as_they_found_it(before):
+    from tensorflow.python.framework import config
+
+    (config.enable_op_determinism if before else config.disable_op_determinism)()
+    try:
+        with deterministic_ops():
+            assert config.is_op_determinism_enabled()
+        assert config.is_op_determinism_enabled() == before
+    finally:
+        config.disable_op_determinism()
+
+
+def test_training_the_permuted_label_model_leaves_op_determinism_off(tmp_path):
+    from tensorflow.python.framework import config
+
+    config.disable_op_determinism()
+    train_permuted("shapes_vgg", num_images=8, epochs=1, path=tmp_path / "permuted.weights.h5")
+    assert (tmp_path / "permuted.weights.h5").is_file()
+    assert not config.is_op_determinism_enabled()

@@ -13,6 +13,7 @@ Pearson correlation of HOG features (doc/metrics/randomisation.md).
     result = data_randomisation(model, images, ids, method=GradCAM(model, layer="conv4_2"))
 """
 
+import contextlib
 import dataclasses
 import inspect
 import os
@@ -298,9 +299,27 @@ def permuted_label_model(name="shapes_vgg", weights=None, num_images=PERMUTED_IM
     return model
 
 
+@contextlib.contextmanager
+def deterministic_ops():
+    """TensorFlow's op determinism inside the block, and as it was after it.
+
+    `tf.config.experimental.enable_op_determinism` has no public way back, and left on it would hold
+    for the rest of the caller's process (where, on a GPU, ops without a deterministic kernel raise);
+    TensorFlow's own switch, `tensorflow.python.framework.config` (TensorFlow 2.9+), restores it.
+    """
+    from tensorflow.python.framework import config
+
+    before = config.is_op_determinism_enabled()
+    config.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not before:
+            config.disable_op_determinism()
+
+
 def train_permuted(name, num_images, epochs, path, batch_size=32):
     """Trains `name` on `permuted_labels(num_images)` and writes the folded weights to `path`."""
-    import tensorflow as tf
 
     from lib.atomic import atomic_path
     from lib.nets import bundled
@@ -308,14 +327,14 @@ def train_permuted(name, num_images, epochs, path, batch_size=32):
 
     images, labels = permuted_labels(num_images)
     keras.utils.set_random_seed(PERMUTED_DATA_SEED)
-    tf.config.experimental.enable_op_determinism()
     model = bundled.build(name, batch_norm=True)
     steps = epochs * int(np.ceil(num_images / batch_size))
     model.compile(
         optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, decay_steps=steps)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    model.fit(images, labels, batch_size=batch_size, epochs=epochs, verbose=0)
+    with deterministic_ops():
+        model.fit(images, labels, batch_size=batch_size, epochs=epochs, verbose=0)
     plain = bundled.build(name)
     fold_batch_norm(model, plain)
     with atomic_path(path) as tmp:
