@@ -273,8 +273,8 @@ def permuted_label_model(name="shapes_vgg", weights=None, num_images=PERMUTED_IM
 
     Trained as `example/train_bundled.py` trains the bundled models (batch normalisation, Adam with
     cosine decay from 2e-3, then folded into the plain architecture), on `num_images` images for
-    `epochs` epochs of batches of 32: about 4 minutes on a 2-core CPU for the defaults
-    (doc/metrics/randomisation.md), after which the weights are read from `weights`.
+    `epochs` epochs of batches of 32, with op determinism during the fit: under a minute on a 2-core
+    CPU for the defaults (doc/metrics/randomisation.md), after which the weights are read from `weights`.
 
     Args:
         name: a bundled model (`lib.nets.bundled.names()`).
