@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
-import tensorflow as tf  # only as the reference for resize; conftest loads it anyway
+import tensorflow as tf  # a reference for resize (with Pillow); conftest loads it anyway
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
@@ -155,6 +155,25 @@ def test_resize_equals_tensorflow_antialiased_bilinear(size):
     image = RNG.integers(0, 256, (97, 131, 3), dtype=np.uint8)
     expected = tf.image.resize(image.astype(np.float32), size, antialias=True).numpy()
     np.testing.assert_allclose(resize(image, size), expected, atol=0.01)
+
+
+@pytest.mark.parametrize(
+    "shape, size",
+    [((64, 64, 3), (227, 227)), ((375, 500, 3), (227, 227)), ((97, 31, 1), (13, 300)), ((1, 5, 3), (4, 1))],
+)
+def test_resize_equals_pillows_float_bilinear(shape, size):
+    """Pillow resamples a float image ("F" mode) one channel at a time, in double precision."""
+    image = RNG.uniform(0, 255, shape).astype(np.float32)
+    expected = np.stack(
+        [
+            np.asarray(Image.fromarray(image[..., c]).resize(size[::-1], Image.Resampling.BILINEAR))
+            for c in range(shape[2])
+        ],
+        axis=-1,
+    )
+    result = resize(image, size)
+    assert result.shape == (*size, shape[2]) and result.dtype == np.float32
+    np.testing.assert_allclose(result, expected, atol=2e-4)
 
 
 def test_resize_never_returns_the_callers_array():
