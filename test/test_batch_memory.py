@@ -9,7 +9,7 @@ import lib.batch
 from lib.dataflow.images import Picture
 
 IMAGES, SHARD = 10_000, 500
-WARM_UP_SHARDS = 4  # tf.data's buffers, the traces of the methods and pyarrow's pools are made by then
+WARM_UP_SHARDS = 4  # the traces of the methods and pyarrow's pools are made by then
 GROWTH_LIMIT_MB = 25  # the maps of one shard alone are 2 MB; a leak of a map per image would be 40 MB
 
 

@@ -8,7 +8,7 @@
 
 The modules: `sources` (which images, in which order, decoded how), `job` (the model, methods and
 classes, and the explaining shared by the runners), `shards` (the Parquet files), `manifest`
-(job.json and manifest.json), `local` (tf.data), `beam` (RunInference), `devices` (MirroredStrategy),
+(job.json and manifest.json), `local` (in this process), `beam` (RunInference), `devices` (MirroredStrategy),
 `results` (`read`). See doc/batch.md.
 """
 

@@ -1,10 +1,16 @@
-"""The local runner: tf.data decodes images in parallel ahead of the model, a thread writes shards.
+"""The local runner: each batch decoded in line, then explained; a thread writes the previous shard.
 
-Memory is bounded: tf.data holds a few batches ahead of the model, one shard is gathered while the
-previous one is written, and nothing else is kept. Batches never straddle shards (each shard's
-images are padded to whole batches before decoding, and the padding is dropped after), so a shard's
-content does not depend on which shards ran before it in the same process: a resumed run writes
-the same bytes of maps as an uninterrupted one.
+Decoding runs in the model's thread, between its batches, not ahead of it in parallel (tf.data's
+parallel map, as this runner first did): on CPU cores that the model's kernels already fill, decoding
+threads take cores from those kernels and hold the GIL that the model's Python needs, and the runner
+reached 0.63-0.71x the in-memory method loop on SqueezeNet against 0.84-0.92x in line (doc/batch.md).
+Pillow's warnings are also caught per file with `warnings.catch_warnings`, which is not thread-safe.
+
+Memory is bounded: one batch is decoded at a time, one shard is gathered while the previous one is
+written, and nothing else is kept. Batches never straddle shards (each shard's images are padded to
+whole batches before decoding, and the padding is dropped after), so a shard's content does not
+depend on which shards ran before it in the same process: a resumed run writes the same bytes of maps
+as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -71,30 +77,10 @@ def decode_batch(source, spec, indices, data):
     return images, ok, reasons
 
 
-def dataset(source, pending, spec, shard_size, batch_size):
-    """tf.data batches (indices, images, ok, reasons) of the pending shards, decoded in parallel.
-
-    Whole batches are decoded in one call, several at once: per image, tf.data's own overhead
-    (a tenth of a millisecond per element and per Python call) would cost more than decoding a
-    small PNG does.
-    """
-    import tensorflow as tf
-
-    height, width = spec.size
-
-    def decode(indices, data):
-        return decode_batch(source, spec, indices, data)
-
-    def decoded(indices, data):
-        images, ok, reasons = tf.numpy_function(decode, [indices, data], (tf.float32, tf.bool, tf.string))
-        images.set_shape((batch_size, height, width, 3))
-        return indices, images, ok, reasons
-
-    signature = (tf.TensorSpec((batch_size,), tf.int64), tf.TensorSpec((batch_size,), tf.string))
-    batches = tf.data.Dataset.from_generator(
-        lambda: _stream(source, pending, shard_size, batch_size), output_signature=signature
-    )
-    return batches.map(decoded, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+def batches(source, pending, spec, shard_size, batch_size):
+    """(indices, images, ok, reasons) of the pending shards' batches, decoded one at a time."""
+    for indices, data in _stream(source, pending, shard_size, batch_size):
+        yield (indices, *decode_batch(source, spec, indices, data))
 
 
 def empty_block(maps: dict) -> dict:
@@ -127,13 +113,13 @@ def shard_metadata(shard, start, stop, skipped, maps) -> dict:
 def run(plan, bar=None, on_shard=None) -> int:
     """Explains the images of the plan's pending shards and writes them; returns how many were explained."""
     source, worker, explained = plan.source, plan.worker, 0
-    batches = dataset(source, plan.pending, worker.spec, plan.shard_size, plan.batch_size).as_numpy_iterator()
+    decoded = batches(source, plan.pending, worker.spec, plan.shard_size, plan.batch_size)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
         writing = None
         for shard in plan.pending:
             start, stop = shard_range(shard, plan.shard_size, len(source))
             count = math.ceil((stop - start) / plan.batch_size)
-            block, skipped = _shard_rows(worker, source, batches, count, bar)
+            block, skipped = _shard_rows(worker, source, decoded, count, bar)
             explained += len(block["index"])
             metadata = shard_metadata(shard, start, stop, skipped, worker.maps)
             _finish(writing, on_shard)  # one shard written while the next is explained
@@ -143,11 +129,11 @@ def run(plan, bar=None, on_shard=None) -> int:
     return explained
 
 
-def _shard_rows(worker, source, batches, count, bar):
+def _shard_rows(worker, source, decoded, count, bar):
     """(block of rows, skipped [index, name, reason]) of the next `count` batches, one shard's."""
     blocks, skipped = [], []
     for _ in range(count):
-        indices, images, ok, reasons = next(batches)
+        indices, images, ok, reasons = next(decoded)
         if ok.any():
             blocks.append(_explain(worker, source, indices[ok], images[ok]))
         rows = zip(indices, ok, reasons, strict=True)

@@ -76,7 +76,7 @@ def run(
         methods: a catalog name ("grad_cam"), names separated by commas, a list of names, or
             Explainer objects on `model` (local runner only).
         out: the job's folder.
-        runner: "local" (tf.data in this process) or "beam" (an Apache Beam pipeline).
+        runner: "local" (in this process) or "beam" (an Apache Beam pipeline).
         layer: the layer of the methods that take one; None: each method's default (the last spatial).
         top_k: classes per image, each image's highest, when `class_ids` is None.
         class_ids: the same ids for every image, or a CSV "path,class_id" of ids per image.
