@@ -55,7 +55,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=cli.positive_int, default=32, help="images per forward pass")
     parser.add_argument("--shard-size", type=cli.positive_int, default=1024, help="images per shard file")
     parser.add_argument("--crop", action="store_true", help="centre-crop to the input's aspect ratio first")
-    parser.add_argument("--runner", choices=runs.RUNNERS, default="local", help="local (this process) or beam")
+    parser.add_argument("--runner", choices=runs.RUNNERS, default="local", help="local or beam")
     parser.add_argument(
         "--workers", type=cli.positive_int, default=1, help="Beam worker processes (DirectRunner)"
     )
