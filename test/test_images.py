@@ -174,6 +174,15 @@ def test_resize_equals_pillows_float_bilinear(shape, size):
     result = resize(image, size)
     assert result.shape == (*size, shape[2]) and result.dtype == np.float32
     np.testing.assert_allclose(result, expected, atol=2e-4)
+    assert image.min() <= result.min() and result.max() <= image.max()  # weighted means, never beyond
+
+
+def test_resize_stays_within_the_pixel_range():
+    image = np.full((64, 64, 3), 255, np.uint8)
+    image[::2, ::3] = 0
+    for size in [(227, 227), (17, 40)]:
+        result = resize(image, size)
+        assert result.min() >= 0 and result.max() <= 255  # float32 rounding gave 255.00003 unclipped
 
 
 def test_resize_never_returns_the_callers_array():

@@ -293,7 +293,10 @@ def resize(image: ArrayLike, size: Size | None = None, shortest_side: int | None
     height, width = _target_shape(pixels.shape[:2], target)
     if (height, width) == pixels.shape[:2]:
         return pixels.copy() if pixels is array else pixels  # never hand back the caller's own array
-    return _resample(pixels, height, width)
+    resized = _resample(pixels, height, width)
+    # Each value is a weighted mean (weights >= 0, summing to 1), so it lies within the input's
+    # range; float32 rounding could pass its ends by a last bit (255.00003), which the clip removes.
+    return np.clip(resized, pixels.min(), pixels.max(), out=resized)
 
 
 def _resample(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
