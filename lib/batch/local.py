@@ -3,7 +3,7 @@
 Decoding runs in the model's thread, between its batches, not ahead of it in parallel (tf.data's
 parallel map, as this runner first did): on CPU cores that the model's kernels already fill, decoding
 threads take cores from those kernels and hold the GIL that the model's Python needs, and the runner
-reached 0.63-0.71x the in-memory method loop on SqueezeNet against 0.84-0.92x in line (doc/batch.md).
+reached 0.63-0.71x the in-memory method loop on SqueezeNet against 0.84-0.91x in line (doc/batch.md).
 Pillow's warnings are also caught per file with `warnings.catch_warnings`, which is not thread-safe.
 
 Memory is bounded: one batch is decoded at a time, one shard is gathered while the previous one is
