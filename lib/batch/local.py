@@ -1,13 +1,13 @@
-"""The local runner: each batch decoded in line, then explained; a thread writes the previous shard.
+"""The local runner: batches decoded a batch ahead by a helper process, explained; a thread writes shards.
 
-Decoding runs in the model's thread, between its batches, not ahead of it in parallel (tf.data's
-parallel map, as this runner first did): on CPU cores that the model's kernels already fill, decoding
-threads take cores from those kernels and hold the GIL that the model's Python needs, and the runner
-reached 0.63-0.71x the in-memory method loop on SqueezeNet against 0.84-0.91x in line (doc/batch.md).
-Pillow's warnings are also caught per file with `warnings.catch_warnings`, which is not thread-safe.
+Decoding runs in a helper process (`decoding`), not on threads of this one: tf.data's parallel map,
+as this runner first did, and a Python thread both took cores from the model's kernels and held the
+GIL that the model's Python needs (0.63-0.78x the in-memory method loop on SqueezeNet, doc/batch.md).
+Where the helper cannot run (no `os.memfd_create`, or in-memory `Picture`s among the images), each
+batch is decoded in line, between the model's batches.
 
-Memory is bounded: one batch is decoded at a time, one shard is gathered while the previous one is
-written, and nothing else is kept. Batches never straddle shards (each shard's images are padded to
+Memory is bounded: two batches are decoded at a time, one shard is gathered while the previous one
+is written, and nothing else is kept. Batches never straddle shards (each shard's images are padded to
 whole batches before decoding, and the padding is dropped after), so a shard's content does not
 depend on which shards ran before it in the same process: a resumed run writes the same bytes of maps
 as an uninterrupted one.
@@ -15,15 +15,20 @@ as an uninterrupted one.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import contextlib
+import itertools
 import math
 
 import numpy as np
 
-from lib.batch import shards, sources
+from lib.batch import decoding, shards, sources
+from lib.dataflow.images import Picture
 from lib.errors import InputError, MissingFileError
 
 PAD = -1  # index of the padding that ends a shard on a whole batch
+SLOTS = 2  # batches the helper process holds: the one being explained and the one being decoded
 
 
 def shard_range(shard: int, shard_size: int, total: int) -> tuple[int, int]:
@@ -78,9 +83,45 @@ def decode_batch(source, spec, indices, data):
 
 
 def batches(source, pending, spec, shard_size, batch_size):
-    """(indices, images, ok, reasons) of the pending shards' batches, decoded one at a time."""
-    for indices, data in _stream(source, pending, shard_size, batch_size):
-        yield (indices, *decode_batch(source, spec, indices, data))
+    """(indices, images, ok, reasons) of the pending shards' batches, as `decode_batch` gives them.
+
+    A helper process decodes the next batch while the caller explains this one (the first batches
+    are decoded in line while it starts); a batch's images are valid until the next one is asked for.
+    """
+    stream = _stream(source, pending, shard_size, batch_size)
+    if not _helper_can_decode(source):
+        for indices, data in stream:
+            yield (indices, *decode_batch(source, spec, indices, data))
+        return
+    with decoding.DecodingProcess(spec.size, spec.crop, batch_size, SLOTS) as helper:
+        for indices, data in stream:  # in line while the helper starts
+            yield (indices, *decode_batch(source, spec, indices, data))
+            if helper.ready():
+                break
+        asked, slots = collections.deque(), itertools.cycle(range(SLOTS))
+        for indices, data in stream:
+            if len(asked) == SLOTS:
+                yield (asked.popleft(), *helper.receive())
+            helper.submit(next(slots), *_request(source, indices, data))
+            asked.append(indices)
+        while asked:
+            yield (asked.popleft(), *helper.receive())
+
+
+def _helper_can_decode(source) -> bool:
+    """Files and TFRecord bytes go to the helper; `Picture`s are made by code in this process."""
+    items = source.items or ()
+    return decoding.available() and not any(isinstance(item, Picture) for item in items)
+
+
+def _request(source, indices, data):
+    """(items, names) of a batch for the helper: a path or encoded bytes per image, None for padding."""
+    real = [index != PAD for index in indices]
+    if source.records is None:
+        items = [source.items[i] if keep else None for i, keep in zip(indices, real, strict=True)]
+    else:
+        items = [item if keep else None for item, keep in zip(data, real, strict=True)]
+    return items, [source.names[i] if keep else "" for i, keep in zip(indices, real, strict=True)]
 
 
 def empty_block(maps: dict) -> dict:
@@ -114,7 +155,8 @@ def run(plan, bar=None, on_shard=None) -> int:
     """Explains the images of the plan's pending shards and writes them; returns how many were explained."""
     source, worker, explained = plan.source, plan.worker, 0
     decoded = batches(source, plan.pending, worker.spec, plan.shard_size, plan.batch_size)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
+    writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+    with contextlib.closing(decoded), writer:  # closing: the helper process stops on errors too
         writing = None
         for shard in plan.pending:
             start, stop = shard_range(shard, plan.shard_size, len(source))
@@ -134,7 +176,9 @@ def _shard_rows(worker, source, decoded, count, bar):
     blocks, skipped = [], []
     for _ in range(count):
         indices, images, ok, reasons = next(decoded)
-        if ok.any():
+        if ok.all():
+            blocks.append(_explain(worker, source, indices, images))
+        elif ok.any():
             blocks.append(_explain(worker, source, indices[ok], images[ok]))
         rows = zip(indices, ok, reasons, strict=True)
         skipped += [[int(i), source.names[i], r.decode()] for i, good, r in rows if not good and i != PAD]
