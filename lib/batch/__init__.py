@@ -8,8 +8,8 @@
 
 The modules: `sources` (which images, in which order, decoded how), `job` (the model, methods and
 classes, and the explaining shared by the runners), `shards` (the Parquet files), `manifest`
-(job.json and manifest.json), `local` (in this process), `beam` (RunInference), `devices` (MirroredStrategy),
-`results` (`read`). See doc/batch.md.
+(job.json and manifest.json), `local` (in this process), `decoding` (its helper process that decodes
+ahead), `beam` (RunInference), `devices` (MirroredStrategy), `results` (`read`). See doc/batch.md.
 """
 
 from lib.batch.results import ImageResult, Results, read

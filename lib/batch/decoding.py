@@ -1,10 +1,12 @@
-"""Decoding a job's images in a helper process, a batch or two ahead of the model.
+"""Decoding a job's images in a helper process, one batch ahead of the model.
 
 The local runner's model fills the CPU cores with its kernels between short stretches of Python.
 Decoding on threads of the same process (tf.data's parallel map, or a Python thread) took cores from
 those kernels and held the GIL that the model's Python needs: 0.63-0.78x the in-memory method loop on
 SqueezeNet, against 0.84-0.91x decoding in line between batches. A process has its own GIL and is
-scheduled by the OS into the gaps; decoding there reached 0.90-1.0x (doc/batch.md).
+scheduled by the OS into the gaps between the model's kernels: a little ahead of decoding in line in
+the same rounds on these 2 cores (doc/batch.md), and the whole decoding overlapped where the model
+leaves cores free.
 
 The images go back through shared memory (a Linux `memfd`, `slots` batches large), so the model's
 process copies nothing; only the requests (paths, or the encoded bytes of TFRecord images) and the
@@ -168,17 +170,20 @@ def serve(config: dict) -> None:
     while True:
         try:
             header = json.loads(requests.recv_bytes())
+            items = [
+                requests.recv_bytes() if kind == "bytes" else path
+                for kind, path in zip(header["kinds"], header["paths"], strict=True)
+            ]
         except EOFError:  # the runner closed the pipe, or ended
             return
-        items = [
-            requests.recv_bytes() if kind == "bytes" else path
-            for kind, path in zip(header["kinds"], header["paths"], strict=True)
-        ]
         try:
             reply = _decode_into(slots[header["slot"]], items, header["names"], shape[2:4], config["crop"])
         except Exception as err:  # a bug, not a bad image: the runner raises it
             reply = {"error": f"{type(err).__name__}: {err}"}
-        replies.send_bytes(json.dumps(reply).encode())
+        try:
+            replies.send_bytes(json.dumps(reply).encode())
+        except (BrokenPipeError, ConnectionResetError):  # the runner has gone (stopped, or killed)
+            return
 
 
 def _decode_into(images, items, names, size, crop) -> dict:
