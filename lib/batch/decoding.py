@@ -100,8 +100,7 @@ class DecodingProcess:
             raise RuntimeError(f"the decoding process failed: {reply['error']}")
         for module, name, message in reply["warnings"]:
             warnings.warn(message, _warning_category(module, name), stacklevel=2)
-        reasons = np.array([reason.encode() for reason in reply["reasons"]], object)
-        return self.slots[slot], np.array(reply["ok"], bool), reasons
+        return (self.slots[slot], *as_arrays(reply["ok"], reply["reasons"]))
 
     def _send(self, data: bytes) -> None:
         try:
@@ -186,19 +185,34 @@ def serve(config: dict) -> None:
             return
 
 
-def _decode_into(images, items, names, size, crop) -> dict:
-    """Decodes `items` into `images` (zeros where None or unreadable); the reply to the runner."""
+def decode_into(images, items, names, size, crop) -> tuple[list[bool], list[str]]:
+    """Decodes `items` (paths, Pictures or encoded bytes; None for padding) into `images` (B, H, W, 3).
+
+    Returns (ok, reasons) per image; padding and unreadable images are zeros with ok False, the
+    latter with their reader's one-line message.
+    """
     ok, reasons = [False] * len(items), [""] * len(items)
+    for i, (item, name) in enumerate(zip(items, names, strict=True)):
+        images[i] = 0.0  # a reused slot holds another batch's images
+        if item is None:
+            continue
+        try:
+            images[i] = sources.decode(item, size, crop, name)
+            ok[i] = True
+        except (InputError, MissingFileError) as err:
+            reasons[i] = str(err)
+    return ok, reasons
+
+
+def as_arrays(ok, reasons):
+    """ok as bool (B,) and reasons as bytes (B,) arrays, as the runners keep them."""
+    return np.array(ok, bool), np.array([reason.encode() for reason in reasons], object)
+
+
+def _decode_into(images, items, names, size, crop) -> dict:
+    """The helper's reply for one batch: `decode_into`'s results and the warnings it raised."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for i, (item, name) in enumerate(zip(items, names, strict=True)):
-            images[i] = 0.0
-            if item is None:
-                continue
-            try:
-                images[i] = sources.decode(item, size, crop, name)
-                ok[i] = True
-            except (InputError, MissingFileError) as err:
-                reasons[i] = str(err)
+        ok, reasons = decode_into(images, items, names, size, crop)
     found = [[w.category.__module__, w.category.__qualname__, str(w.message)] for w in caught]
     return {"ok": ok, "reasons": reasons, "warnings": found}

@@ -23,9 +23,8 @@ import math
 
 import numpy as np
 
-from lib.batch import decoding, shards, sources
+from lib.batch import decoding, shards
 from lib.dataflow.images import Picture
-from lib.errors import InputError, MissingFileError
 
 PAD = -1  # index of the padding that ends a shard on a whole batch
 SLOTS = 2  # batches the helper process holds: the one being explained and the one being decoded
@@ -63,23 +62,13 @@ def _columns(batch):
 
 
 def decode_batch(source, spec, indices, data):
-    """(images float32 (B, H, W, 3), ok (B,), reasons (B,) bytes) of a batch of `_stream`.
+    """(images float32 (B, H, W, 3), ok (B,), reasons (B,) bytes) of a batch of `_stream`, in line.
 
     Padding and unreadable images get zeros and ok False; the latter their reader's message.
     """
-    height, width = spec.size
-    images = np.zeros((len(indices), height, width, 3), np.float32)
-    ok, reasons = np.zeros(len(indices), bool), np.full(len(indices), b"", object)
-    for i, (index, item) in enumerate(zip(indices, data, strict=True)):
-        if index == PAD:
-            continue
-        item = item if source.records is not None else source.items[index]
-        try:
-            images[i] = sources.decode(item, spec.size, spec.crop, source.names[index])
-            ok[i] = True
-        except (InputError, MissingFileError) as err:
-            reasons[i] = str(err).encode()
-    return images, ok, reasons
+    images = np.zeros((len(indices), *spec.size, 3), np.float32)
+    ok, reasons = decoding.decode_into(images, *_request(source, indices, data), spec.size, spec.crop)
+    return (images, *decoding.as_arrays(ok, reasons))
 
 
 def batches(source, pending, spec, shard_size, batch_size):
@@ -115,7 +104,7 @@ def _helper_can_decode(source) -> bool:
 
 
 def _request(source, indices, data):
-    """(items, names) of a batch for the helper: a path or encoded bytes per image, None for padding."""
+    """(items, names) of a batch: a path, Picture or encoded bytes per image, None for padding."""
     real = [index != PAD for index in indices]
     if source.records is None:
         items = [source.items[i] if keep else None for i, keep in zip(indices, real, strict=True)]
