@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import lib
 
-lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays off the terminal
+lib.start_tensorflow()  # before keras: pooled CPU memory, no start-up log on the terminal
 
 # isort: split
 import numpy as np
@@ -292,7 +292,7 @@ start = time.perf_counter()
 import sys
 sys.path.insert(0, {root!r})
 import lib
-lib.quiet_tensorflow()  # as the scripts start: this stage is the TensorFlow import
+lib.start_tensorflow()  # as the scripts start: this stage is the TensorFlow import
 import keras
 from lib.nets import bundled
 imported = time.perf_counter()

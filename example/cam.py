@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lib
 
-lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays off the terminal
+lib.start_tensorflow()  # before keras: pooled CPU memory, no start-up log on the terminal
 
 # isort: split
 import numpy as np

@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 import lib
 
-lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays off the terminal
+lib.start_tensorflow()  # before keras: pooled CPU memory, no start-up log on the terminal
 from lib import cli
 
 PHOTOS = ["--images", "photos"]

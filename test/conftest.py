@@ -1,9 +1,9 @@
-"""Shared pytest setup: quiet TensorFlow (`lib.quiet_tensorflow`, as the scripts do) and a fixed seed
+"""Shared pytest setup: TensorFlow started as the scripts start it (`lib.start_tensorflow`) and a fixed seed
 for every test."""
 
 import lib
 
-lib.quiet_tensorflow()  # before keras: TensorFlow's start-up log stays out of the test output
+lib.start_tensorflow()  # before keras: pooled CPU memory as in the scripts, no start-up log in the output
 
 # isort: split
 import keras

@@ -25,7 +25,7 @@ CHILD = """
 import json, sys
 sys.path.insert(0, {root!r})
 import lib
-lib.quiet_tensorflow()
+lib.start_tensorflow()
 import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]

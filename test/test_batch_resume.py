@@ -28,7 +28,7 @@ CHILD = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 import lib
-lib.quiet_tensorflow()
+lib.start_tensorflow()
 import lib.batch
 
 def hook(shard):

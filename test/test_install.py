@@ -38,7 +38,7 @@ from pathlib import Path
 
 import lib
 
-lib.quiet_tensorflow()
+lib.start_tensorflow()
 
 import numpy as np
 from packaging.requirements import Requirement

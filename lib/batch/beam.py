@@ -57,7 +57,7 @@ def handler_class():
             import lib
             from lib.batch import job
 
-            lib.quiet_tensorflow()
+            lib.start_tensorflow()
             return job.load_worker(self.spec, self.per_image_ids)
 
         def run_inference(self, batch, model, inference_args=None):
