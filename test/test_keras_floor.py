@@ -34,6 +34,7 @@ TESTS = [
     "test/test_methods_deconvnet.py",
     "test/test_filters.py",
     "test/test_methods_bundled.py",
+    "test/test_image_steps.py",
 ]
 # TensorFlow 2.16 has wheels for CPython 3.9 to 3.12 only.
 FLOOR_PYTHONS = ((3, 9), (3, 12))

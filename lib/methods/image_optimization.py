@@ -126,13 +126,8 @@ class ImageOptimization(Explainer):
                     self._call = None
             return Scores(for_input=losses["loss"][:, None])
 
-        gradients = activations_and_gradients(params, base, head)[2][:, 0]
-        beta1, beta2 = ADAM_BETAS
-        count = tf.cast(seed[1], tf.float32)
-        first = beta1 * first + (1.0 - beta1) * gradients
-        second = beta2 * second + (1.0 - beta2) * tf.square(gradients)
-        rate = rate * tf.sqrt(1.0 - beta2**count) / (1.0 - beta1**count)
-        params = params - rate * first / (tf.sqrt(second) + ADAM_EPSILON)
+        gradients = activations_and_gradients(params, base, head)[2]  # (B, 1, *parameter shape)
+        params, first, second = _adam(params, first, second, gradients, tf.cast(seed[1], tf.float32), rate)
         return params, first, second, losses["loss"]
 
     def key_of(self, layer):
@@ -146,6 +141,17 @@ class ImageOptimization(Explainer):
         steps = [s for s in self.graph.steps if id(s) in needed]  # in graph order
         values = self.graph.run(steps, {self.graph.input_key: images}, self._call)
         return [values[key] for key in keys]
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _adam(params, first, second, gradients, count, rate):
+    """Adam's step `count` (1-based) with `gradients` (B, 1, ...); XLA fuses its 12 passes into one."""
+    gradients = gradients[:, 0]
+    beta1, beta2 = ADAM_BETAS
+    first = beta1 * first + (1.0 - beta1) * gradients
+    second = beta2 * second + (1.0 - beta2) * tf.square(gradients)
+    rate = rate * tf.sqrt(1.0 - beta2**count) / (1.0 - beta1**count)
+    return params - rate * first / (tf.sqrt(second) + ADAM_EPSILON), first, second
 
 
 def _image_size(input_shape, size):

@@ -5,7 +5,10 @@ The Distill article *Feature Visualization* optimises instead in a space where n
 "white": each colour channel's 2D spectrum scaled by 1 / frequency (natural images' spectra fall off
 about so), and colours mixed by the square root of ImageNet's colour correlation, so that a step of
 the optimiser changes all frequencies and colours alike. A sigmoid maps the result into the model's
-input range, so every image is valid whatever the parameters.
+input range, so every image is valid whatever the parameters. All but the FFT is compiled by XLA,
+which fuses the scaling, crop, colour mix and sigmoid and their gradients into a few passes over
+the images (TensorFlow's one op at a time took 3x as long as the FFTs); the FFTs stay TensorFlow's,
+whose CPU kernel is 1.5x as fast as XLA's.
 
     image = FourierImage((227, 227))
     params = image.random(batch=8, seed=0)      # float32 (8, 2, 3, 240, 121), real and imaginary parts
@@ -41,9 +44,9 @@ class PixelImage:
         self.decorrelate = decorrelate
         self.low, self.high = (float(v) for v in value_range)
         self.scale = scale
-        mix = COLOR_MIX if decorrelate else np.eye(3, dtype=np.float32)
-        self._mix = tf.constant(mix.T)
-        self._unmix = tf.constant(np.linalg.inv(mix.T).astype(np.float32))
+        self._mix = COLOR_MIX if decorrelate else np.eye(3, dtype=np.float32)  # (out, in)
+        self._unmix = tf.constant(np.linalg.inv(self._mix.T).astype(np.float32))
+        self._to_unit = tf.function(self._unit, jit_compile=True, autograph=False)
 
     def parameter_shape(self, batch):
         """Shape of the parameters of `batch` images."""
@@ -56,7 +59,7 @@ class PixelImage:
 
     def to_unit(self, params):
         """The images in [0, 1], (B, H, W, 3): the colour mix, then a sigmoid."""
-        return tf.sigmoid(tf.matmul(self._spatial(params), self._mix))
+        return self._to_unit(self._spatial(params))
 
     def to_image(self, params):
         """The images in the model's input range, float32 (B, H, W, 3)."""
@@ -71,9 +74,22 @@ class PixelImage:
         unit = tf.clip_by_value(unit, EDGE, 1.0 - EDGE)
         return self._from_spatial(tf.matmul(tf.math.log(unit / (1.0 - unit)), self._unmix))
 
+    def _unit(self, spatial):
+        # the mix as sums of scaled planes, which XLA fuses with the sigmoid; it runs a product with
+        # a 3 x 3 matrix as a separate dot, 5x slower
+        planes = self._planes(spatial)
+        mixed = [
+            sum(float(weight) * plane for weight, plane in zip(row, planes, strict=True)) for row in self._mix
+        ]
+        return tf.sigmoid(tf.stack(mixed, axis=-1))
+
     def _spatial(self, params):
-        """The pre-mix logits (B, H, W, 3) the parameters stand for."""
+        """What the parameters stand for in space, before XLA's part of `to_unit`: the logits here."""
         return params
+
+    def _planes(self, spatial):
+        """The 3 pre-mix logit planes (B, H, W) of `_spatial`'s result."""
+        return tf.unstack(spatial, axis=-1)
 
     def _from_spatial(self, logits):
         return logits
@@ -98,30 +114,33 @@ class FourierImage(PixelImage):
         height, width = self.fft_size
         frequencies = np.hypot(np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :])
         spectrum_scale = 1.0 / np.maximum(frequencies, 1.0 / max(height, width)) ** decay_power
-        # (1, 1, H', W' // 2 + 1); sqrt(H' W') undoes irfft2d's 1 / (H' W'), as in Lucid
-        self._scale = tf.constant((spectrum_scale * np.sqrt(height * width))[None, None], tf.complex64)
+        # (H', W' // 2 + 1); sqrt(H' W') undoes irfft2d's 1 / (H' W'), as in Lucid, 1 / 4 is its damping
+        self._scale = tf.constant(spectrum_scale * np.sqrt(height * width) / 4.0, tf.float32)
         self._fft_length = tf.constant(self.fft_size)
+        self._spectrum = tf.function(self._scaled_spectrum, jit_compile=True, autograph=False)
 
     def parameter_shape(self, batch):
         """(B, 2, 3, H', W' // 2 + 1): real and imaginary parts of each colour's spectrum."""
         height, width = self.fft_size
         return (batch, 2, 3, height, width // 2 + 1)
 
+    def _scaled_spectrum(self, params):
+        real, imaginary = tf.unstack(params * self._scale, axis=1)
+        return tf.complex(real, imaginary)  # (B, 3, H', W' // 2 + 1)
+
     def _spatial(self, params):
-        # unstack, not two slices: the slices' gradients would each fill a whole parameter-sized
-        # tensor with zeros and add them, a third of this function's cost with its gradient
-        real, imaginary = tf.unstack(params, axis=1)
-        spectrum = tf.complex(real, imaginary) * self._scale  # (B, 3, H', W' // 2 + 1)
-        planes = tf.signal.irfft2d(spectrum, fft_length=self._fft_length)  # (B, 3, H', W')
+        return tf.signal.irfft2d(self._spectrum(params), fft_length=self._fft_length)  # (B, 3, H', W')
+
+    def _planes(self, spatial):
         height, width = self.size
-        return tf.transpose(planes[:, :, :height, :width], (0, 2, 3, 1)) / 4.0  # Lucid's damping
+        return tf.unstack(spatial[:, :, :height, :width], axis=1)
 
     def _from_spatial(self, logits):
         (height, width), (fft_height, fft_width) = self.size, self.fft_size
         padding = [[0, 0], [0, fft_height - height], [0, fft_width - width], [0, 0]]
-        planes = tf.transpose(tf.pad(logits * 4.0, padding, mode="REFLECT"), (0, 3, 1, 2))
-        spectrum = tf.signal.rfft2d(planes, fft_length=self._fft_length) / self._scale
-        return tf.stack([tf.math.real(spectrum), tf.math.imag(spectrum)], axis=1)
+        planes = tf.transpose(tf.pad(logits, padding, mode="REFLECT"), (0, 3, 1, 2))
+        spectrum = tf.signal.rfft2d(planes, fft_length=self._fft_length)
+        return tf.stack([tf.math.real(spectrum), tf.math.imag(spectrum)], axis=1) / self._scale
 
 
 PARAMETERIZATIONS = {"pixel": PixelImage, "fourier": FourierImage}
