@@ -32,8 +32,8 @@ def _floor_images(model, batch):
     """The floors' input: the images of a short visualisation of B classes, like those a step sees.
 
     Not zeros, and not noise: max-pooling's gradient costs less where a window's maximum is its
-    first element, so the floor took 0.87x as long on all-zero images and 1.07x on uniform noise as
-    on these (run Q in doc/benchmark.md).
+    first element, so the floor took 0.95x as long on all-zero images and 1.04x on uniform noise as
+    on these (15 interleaved rounds, run Q in doc/benchmark.md).
     """
     visualize = FeatureVisualization(model)
     return visualize(_objectives("class logits", batch), steps=FLOOR_STEPS, seed=0, progress=False)
