@@ -5,11 +5,11 @@ Distill article's "adversarial" high frequencies). Shifting, scaling and rotatin
 every step, at random, keeps only patterns the unit responds to wherever they are. Here the three
 are one affine map per image and step, resampled bilinearly with reflected borders, so the image
 keeps the model's input size and the compiled step never changes shape. The resampling is compiled
-by XLA (one fused pass of 4 gathers per pixel, 2.5x TensorFlow's `ImageProjectiveTransformV3`, whose
-results it reproduces). Its gradient resamples back through the inverse map, scaled by the inverse's
-area factor: the adjoint of the resampling up to interpolation, where a scatter of every sample's
-4 weights would take 3x as long. The penalties are the usual priors: total variation (Mahendran &
-Vedaldi's TV^beta) and a norm that keeps colours moderate.
+by XLA (one fused pass of 4 gathers per pixel, 2.5x as fast as TensorFlow's
+`ImageProjectiveTransformV3`, whose results it reproduces). Its gradient resamples back through the
+inverse map, scaled by the inverse's area factor: the adjoint of the resampling up to interpolation,
+where XLA's scatter of every sample's 4 weights took 4x as long. The penalties are the usual priors:
+total variation (Mahendran & Vedaldi's TV^beta) and a norm that keeps colours moderate.
 
     transforms = Transforms(jitter=8, scale=(0.9, 1.1), rotate=10)
     moved = transforms(images, seed=tf.constant([0, step]))    # (B, H, W, 3), same shape
