@@ -74,16 +74,16 @@ class Transforms:
 @tf.function(jit_compile=True, autograph=False)
 @tf.custom_gradient
 def _moved(images, maps):
-    """`resample(images, maps)`, whose gradient resamples through the inverse maps (module docstring)."""
+    """`_resample(images, maps)`, whose gradient resamples through the inverse maps (module docstring)."""
 
     def gradient(upstream):
         inverse, area = _inverse(maps)
-        return resample(upstream, inverse) * area[:, None, None, None], None
+        return _resample(upstream, inverse) * area[:, None, None, None], None
 
-    return resample(images, maps), gradient
+    return _resample(images, maps), gradient
 
 
-def resample(images, maps):
+def _resample(images, maps):
     """Bilinear samples of `images` (B, H, W, C) at the points the affine `maps` (B, 6) give each output
     pixel, points outside reflected back in as by `ImageProjectiveTransformV3`'s fill_mode "REFLECT"."""
     batch, height, width, channels = images.shape
