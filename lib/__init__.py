@@ -13,8 +13,8 @@ def start_tensorflow() -> None:
 
     TensorFlow's default CPU allocator is malloc, which maps every tensor above 32 MB afresh from
     the kernel and unmaps it when freed, so each batched pass zero-fills its activations again: at
-    batch 16, SqueezeNet's forward and backward pass took 35,000 page faults and a fifth of its time
-    in the kernel, and Score-CAM or RISE ran 1.8x slower. `TF_CPU_ALLOCATOR_USE_BFC=true` (unless the
+    batch 16, SqueezeNet's forward and backward pass took 35,000 page faults and 1.24x its time with
+    the pool, and Score-CAM or RISE ran 1.8x slower. `TF_CPU_ALLOCATOR_USE_BFC=true` (unless the
     user set it) makes TensorFlow keep freed memory in its BFC pool and reuse it; the pool holds the
     process's peak. It takes effect only before TensorFlow's first tensor. Then `quiet_tensorflow()`.
     """
