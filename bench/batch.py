@@ -5,7 +5,8 @@ Usage: .venv/bin/python bench/batch.py [--images 2000] [--batch-size 32] [--meth
 On N generated 64x64 PNG files, for each method, in the same run and alternating (best of --repeats):
     loop          the method's explain() on batches of in-memory images: compute only, the ceiling
     folder loop   lib.dataflow.images.iter_batches then explain(), one after the other (today's scripts)
-    local runner  lib.batch.run: a helper process decodes a batch ahead; a thread writes the shards
+    local runner  lib.batch.run: a helper process decodes a batch ahead; a thread writes the shards;
+                  both move to the idle scheduling class once their work fits in the model's idle time
 Target (issue 15): local runner >= 0.9x the loop. Then, for the first method, the Beam DirectRunner
 with 1 worker (in this process) and 2 worker processes, whose start-up and model loading count. Each
 method's cost per million images is projected from the local runner's time per image on this

@@ -26,13 +26,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
 
-from lib.batch import sources
+from lib.batch import background, sources
 from lib.errors import InputError, MissingFileError
 
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding `lib`, for the helper's imports
@@ -51,7 +52,10 @@ class DecodingProcess:
     `submit(slot, items, names)` asks for one batch (a path or encoded bytes per image, None for an
     image the caller fills itself); `receive()` waits for the oldest one asked and gives (its slot's
     images float32 (B, H, W, 3), ok (B,), reasons (B,) bytes). A slot's images are valid until that
-    slot is submitted again. Use as a context manager: leaving it stops the helper.
+    slot is submitted again. `cpu_seconds` and `images` add up the helper's CPU time and the images
+    it decoded in the batches received after the first (which imports the decoders).
+    `to_idle_class()` moves it to the idle scheduling class (`background`). Use as a context
+    manager: leaving it stops the helper.
 
     Args:
         size: (height, width) the images are resized to; crop: centre-crop first (`sources.decode`).
@@ -70,6 +74,7 @@ class DecodingProcess:
             os.close(memory)  # the mapping and the helper keep it
         self.slots = np.frombuffer(self._buffer, np.float32).reshape(shape)
         self._pending, self._ready = [], False
+        self.cpu_seconds, self.images, self._received = 0.0, 0, 0
 
     def ready(self) -> bool:
         """Whether the helper has started (imported its modules, mapped the buffers); never waits."""
@@ -88,19 +93,27 @@ class DecodingProcess:
         for item in items:
             if isinstance(item, bytes):
                 self._send(item)
-        self._pending.append(slot)
+        self._pending.append((slot, len(items) - kinds.count(None)))
 
     def receive(self):
-        slot = self._pending.pop(0)
+        slot, images = self._pending.pop(0)
         try:
             reply = json.loads(self._replies.recv_bytes())
         except EOFError:
             raise RuntimeError(self._ended()) from None
         if "error" in reply:
             raise RuntimeError(f"the decoding process failed: {reply['error']}")
+        self._received += 1
+        if self._received > 1:
+            self.cpu_seconds += reply["cpu"]
+            self.images += images
         for module, name, message in reply["warnings"]:
             warnings.warn(message, _warning_category(module, name), stacklevel=2)
         return (self.slots[slot], *as_arrays(reply["ok"], reply["reasons"]))
+
+    def to_idle_class(self) -> None:
+        """From its next request on, the helper decodes only on cores nothing else wants (one way)."""
+        self._send(json.dumps({"idle": True}).encode())
 
     def _send(self, data: bytes) -> None:
         try:
@@ -169,6 +182,9 @@ def serve(config: dict) -> None:
     while True:
         try:
             header = json.loads(requests.recv_bytes())
+            if header.get("idle"):
+                background.idle_priority()
+                continue
             items = [
                 requests.recv_bytes() if kind == "bytes" else path
                 for kind, path in zip(header["kinds"], header["paths"], strict=True)
@@ -210,9 +226,10 @@ def as_arrays(ok, reasons):
 
 
 def _decode_into(images, items, names, size, crop) -> dict:
-    """The helper's reply for one batch: `decode_into`'s results and the warnings it raised."""
+    """The helper's reply for one batch: `decode_into`'s results, the warnings it raised, its CPU time."""
+    started = time.process_time()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ok, reasons = decode_into(images, items, names, size, crop)
     found = [[w.category.__module__, w.category.__qualname__, str(w.message)] for w in caught]
-    return {"ok": ok, "reasons": reasons, "warnings": found}
+    return {"ok": ok, "reasons": reasons, "warnings": found, "cpu": time.process_time() - started}

@@ -4,7 +4,9 @@ Decoding runs in a helper process (`decoding`), not on threads of this one: tf.d
 as this runner first did, and a Python thread both took cores from the model's kernels and held the
 GIL that the model's Python needs (0.63-0.78x the in-memory method loop on SqueezeNet, doc/batch.md).
 Where the helper cannot run (no `os.memfd_create`, or in-memory `Picture`s among the images), each
-batch is decoded in line, between the model's batches.
+batch is decoded in line, between the model's batches. Once a shard is written, if the helper's
+and the writer's work per image fits in the core time the model leaves idle, both move to Linux's
+idle scheduling class, so they stop taking cores from the model (`Scheduling`, `background`).
 
 Memory is bounded: two batches are decoded at a time, one shard is gathered while the previous one
 is written, and nothing else is kept. Batches never straddle shards (each shard's images are padded to
@@ -20,10 +22,11 @@ import concurrent.futures
 import contextlib
 import itertools
 import math
+import time
 
 import numpy as np
 
-from lib.batch import decoding, shards
+from lib.batch import background, decoding, shards
 from lib.dataflow.images import Picture
 
 PAD = -1  # index of the padding that ends a shard on a whole batch
@@ -71,11 +74,12 @@ def decode_batch(source, spec, indices, data):
     return (images, *decoding.as_arrays(ok, reasons))
 
 
-def batches(source, pending, spec, shard_size, batch_size):
+def batches(source, pending, spec, shard_size, batch_size, scheduling=None):
     """(indices, images, ok, reasons) of the pending shards' batches, as `decode_batch` gives them.
 
     A helper process decodes the next batch while the caller explains this one (the first batches
     are decoded in line while it starts); a batch's images are valid until the next one is asked for.
+    The helper is handed to `scheduling` (a `Scheduling`), if given, when it starts.
     """
     stream = _stream(source, pending, shard_size, batch_size)
     if not _helper_can_decode(source):
@@ -83,6 +87,8 @@ def batches(source, pending, spec, shard_size, batch_size):
             yield (indices, *decode_batch(source, spec, indices, data))
         return
     with decoding.DecodingProcess(spec.size, spec.crop, batch_size, SLOTS) as helper:
+        if scheduling is not None:
+            scheduling.helper = helper
         for indices, data in stream:  # in line while the helper starts
             yield (indices, *decode_batch(source, spec, indices, data))
             if helper.ready():
@@ -140,39 +146,90 @@ def shard_metadata(shard, start, stop, skipped, maps) -> dict:
     return {"shard": shard, "start": start, "stop": stop, "skipped": skipped, "maps": maps}
 
 
+class Scheduling:
+    """Moves the decoding helper and the shard writer to the idle scheduling class if their work fits.
+
+    Decided once, after the batch during which the second shard's writing ends, if the helper (when
+    there is one) has counted a batch by then: see `background` for why and how. The first shard's
+    writing is not measured: pyarrow's first write in a process took 1.8-2.3 ms an image of
+    SqueezeNet's maps, the next ones 0.4-0.9 ms.
+
+    Attributes:
+        load: the model's `background.ModelLoad`; helper: the `DecodingProcess`, once started.
+        idle: whether the helper and the writer were moved (None until decided).
+    """
+
+    def __init__(self, writer):
+        self.load, self.writer, self.helper, self.idle = background.ModelLoad(), writer, None, None
+        self._writes, self._measured = 0, None  # shards submitted; (future of `_write`, images)
+
+    def watch(self, future, images: int) -> None:
+        """Keeps the second shard's writing, whose CPU time is the writer's cost."""
+        self._writes += 1
+        if self._writes == 2:
+            self._measured = (future, images)
+
+    def settle(self) -> None:
+        """Decides, if not yet decided and all it needs is measured; called after each batch."""
+        if self.idle is not None or self._measured is None or not self._measured[0].done():
+            return
+        future, images = self._measured
+        idle_time = self.load.idle_per_image(background.cores())
+        counted = self.helper is None or self.helper.images
+        if future.exception() is not None or not images or idle_time is None or not counted:
+            return
+        decoding = self.helper.cpu_seconds / self.helper.images if self.helper is not None else 0.0
+        self.idle = decoding + future.result() / images <= idle_time
+        if self.idle:
+            if self.helper is not None:
+                self.helper.to_idle_class()
+            self.writer.submit(background.idle_priority)  # runs on the writer's thread, before the next shard
+
+
 def run(plan, bar=None, on_shard=None) -> int:
     """Explains the images of the plan's pending shards and writes them; returns how many were explained."""
     source, worker, explained = plan.source, plan.worker, 0
-    decoded = batches(source, plan.pending, worker.spec, plan.shard_size, plan.batch_size)
     writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+    scheduling = Scheduling(writer)
+    decoded = batches(source, plan.pending, worker.spec, plan.shard_size, plan.batch_size, scheduling)
     with contextlib.closing(decoded), writer:  # closing: the helper process stops on errors too
         writing = None
         for shard in plan.pending:
             start, stop = shard_range(shard, plan.shard_size, len(source))
             count = math.ceil((stop - start) / plan.batch_size)
-            block, skipped = _shard_rows(worker, source, decoded, count, bar)
+            block, skipped = _shard_rows(worker, source, decoded, count, bar, scheduling)
             explained += len(block["index"])
             metadata = shard_metadata(shard, start, stop, skipped, worker.maps)
             _finish(writing, on_shard)  # one shard written while the next is explained
             write = (plan.shard_path(shard), block, worker.maps, metadata)
-            writing = (shard, writer.submit(shards.write, *write))
+            writing = (shard, writer.submit(_write, *write))
+            scheduling.watch(writing[1], len(block["index"]))
         _finish(writing, on_shard)
     return explained
 
 
-def _shard_rows(worker, source, decoded, count, bar):
+def _write(*args) -> float:
+    """Writes a shard (`shards.write`); returns the CPU seconds of this thread it took."""
+    started = time.thread_time()
+    shards.write(*args)
+    return time.thread_time() - started
+
+
+def _shard_rows(worker, source, decoded, count, bar, scheduling):
     """(block of rows, skipped [index, name, reason]) of the next `count` batches, one shard's."""
     blocks, skipped = [], []
     for _ in range(count):
         indices, images, ok, reasons = next(decoded)
-        if ok.all():
-            blocks.append(_explain(worker, source, indices, images))
-        elif ok.any():
-            blocks.append(_explain(worker, source, indices[ok], images[ok]))
+        with scheduling.load.batch(int(np.count_nonzero(ok))):
+            if ok.all():
+                blocks.append(_explain(worker, source, indices, images))
+            elif ok.any():
+                blocks.append(_explain(worker, source, indices[ok], images[ok]))
         rows = zip(indices, ok, reasons, strict=True)
         skipped += [[int(i), source.names[i], r.decode()] for i, good, r in rows if not good and i != PAD]
         if bar is not None:
             bar.add(int(np.count_nonzero(indices != PAD)))
+        scheduling.settle()
     return concat(blocks, worker.maps), skipped
 
 
