@@ -4,8 +4,9 @@ The local runner's model keeps 1.83-1.86 of these 2 cores busy. Its decoding hel
 writer, at the normal priority, take cores from the model's kernels whenever they run, and
 TensorFlow, which splits an operation evenly over its threads, then waits for the thread whose core
 was taken. In Linux's idle scheduling class (`SCHED_IDLE`) they run only on a core nothing else
-wants, in the gaps the model leaves: SqueezeNet's Grad-CAM runner went from 0.83-0.87x to 0.88-0.92x
-of the in-memory loop (three sets of 10-14 interleaved rounds, doc/batch.md).
+wants, in the gaps the model leaves: SqueezeNet's Grad-CAM runner went from 0.81x to 0.86x of the
+in-memory loop, `shapes_vgg`'s from 0.70x to 0.77x (means of 10 and 5 interleaved rounds,
+doc/batch.md).
 
 That pays only while the gaps can hold the work. A job whose decoding outgrows them (large photos
 before a small model) would then decode only while the model waits for it, one thing after the
