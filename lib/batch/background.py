@@ -32,6 +32,7 @@ def idle_priority(thread_id: int = 0) -> bool:
 
 
 def in_idle_class(thread_id: int = 0) -> bool:
+    """Whether a thread (its native id; 0: the calling thread) is in the idle class."""
     return hasattr(os, "SCHED_IDLE") and os.sched_getscheduler(thread_id) == os.SCHED_IDLE
 
 

@@ -4,7 +4,7 @@ Decoding runs in a helper process (`decoding`), not on threads of this one: tf.d
 as this runner first did, and a Python thread both took cores from the model's kernels and held the
 GIL that the model's Python needs (0.63-0.78x the in-memory method loop on SqueezeNet, doc/batch.md).
 Where the helper cannot run (no `os.memfd_create`, or in-memory `Picture`s among the images), each
-batch is decoded in line, between the model's batches. Once a shard is written, if the helper's
+batch is decoded in line, between the model's batches. Once two shards are written, if the helper's
 and the writer's work per image fits in the core time the model leaves idle, both move to Linux's
 idle scheduling class, so they stop taking cores from the model (`Scheduling`, `background`).
 
