@@ -48,6 +48,14 @@ def test_the_helper_moves_to_the_idle_class_and_counts_all_but_its_first_batch(s
         assert helper.images == 3 * BATCH and 0 < helper.cpu_seconds < 5
 
 
+def test_a_refused_move_leaves_the_work_at_the_normal_priority(monkeypatch):
+    def refuse(*args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    assert background.idle_priority() is False
+
+
 def test_model_load_gives_the_idle_core_time_per_image():
     asleep, busy = background.ModelLoad(), background.ModelLoad()
     for seconds in (0.2, 0.05, 0.05):  # the first batch, as if tracing, is not kept

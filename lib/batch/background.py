@@ -24,10 +24,17 @@ import time
 
 
 def idle_priority(thread_id: int = 0) -> bool:
-    """Puts a thread (its native id; 0: the calling thread) in the idle class; False where there is none."""
-    if not hasattr(os, "SCHED_IDLE"):  # not Linux
+    """Puts a thread (its native id; 0: the calling thread) in the idle class.
+
+    Returns False where there is none (not Linux) or the system refuses (a sandbox's seccomp filter):
+    the work then goes on at the normal priority.
+    """
+    if not hasattr(os, "SCHED_IDLE"):
         return False
-    os.sched_setscheduler(thread_id, os.SCHED_IDLE, os.sched_param(0))
+    try:
+        os.sched_setscheduler(thread_id, os.SCHED_IDLE, os.sched_param(0))
+    except OSError:
+        return False
     return True
 
 
