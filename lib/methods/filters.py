@@ -133,10 +133,10 @@ class FeatureMaps(Explainer):
         chunks = [self._run("forward", x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         return np.concatenate(chunks, axis=0)
 
-    def _function(self, kind):
+    def _function(self, kind, layers_checked=True):
         """One trace for every batch size: the last, smaller batch of a folder reuses it."""
         spec = tf.TensorSpec((None, *self.graph.input_shape[1:]), tf.float32)
-        return super()._function(kind, input_signature=[spec])
+        return super()._function(kind, layers_checked, input_signature=[spec])
 
     def _compute(self, x, targets):
         return self.graph.run(self._steps, {self.graph.input_key: x})[self.layer_key]

@@ -109,7 +109,12 @@ def without_activation(layer):
 
 
 def is_plain_float_dense(op):
-    """True for a `keras.layers.Dense` itself (not a subclass), without LoRA or quantization, in float32.
+    """True for a `keras.layers.Dense` itself (not a subclass), without LoRA or quantization, in float32."""
+    return type(op) is keras.layers.Dense and is_plain_float(op)
+
+
+def is_plain_float(op):
+    """True for a layer without LoRA or quantization that computes in float32, so its `kernel` is one.
 
     `Dense.lora_enabled` exists since Keras 3.0.3 (with LoRA). Quantization (`Dense.quantize`) came in
     Keras 3.1 with the mode on the dtype policy, `dtype_policy.quantization_mode`; the layer property
@@ -118,8 +123,7 @@ def is_plain_float_dense(op):
     """
     policy_mode = getattr(getattr(op, "dtype_policy", None), "quantization_mode", None)
     return (
-        type(op) is keras.layers.Dense
-        and not getattr(op, "lora_enabled", False)
+        not getattr(op, "lora_enabled", False)
         and getattr(op, "quantization_mode", None) is None
         and policy_mode is None
         and op.compute_dtype == "float32"
