@@ -60,7 +60,7 @@ class AblationCAM(ChannelPerturbation):
             copies = ablate.shape[0]  # the other values the head reads, repeated for each copy
             feeds = {key: tf.repeat(tf.gather(values[key], images), copies, axis=0) for key in self._feeds}
             feeds[self.layer_key] = tf.reshape(ablated, (-1, *activations.shape[1:]))  # (m * s, h, w, C)
-            with self.graph.unchecked():  # the clean pass was checked
+            with self.graph.unchecked():  # the clean pass was checked, or bounded (`bounds`)
                 return self.graph.run(self._ablated, feeds)[self.graph.logits_key]
 
         return run

@@ -67,7 +67,8 @@ class ChannelPerturbation(ClassMap):
 
         Called once per pass, so that work shared by every block is done once; `run` is called per
         block. It may run the graph `unchecked()`: the clean pass checked every layer for NaN and
-        Inf, and the perturbed logits are checked when scored.
+        Inf (or the weights' bounds showed none can overflow), and the perturbed logits are checked
+        when scored.
         """
         raise NotImplementedError
 

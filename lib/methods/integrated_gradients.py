@@ -138,7 +138,7 @@ class IntegratedGradients(InputGradient):
         def evaluate(n, j):  # m w_j times the gradients at the nodes j (int32 (B,)) of images n's paths
             points = tf.gather(baseline, n) + tf.gather(nodes, j)[:, None, None, None] * tf.gather(delta, n)
             weight = self.steps * tf.gather(weights, j)[:, None, None, None, None]
-            with self.graph.unchecked():  # the clean pass has checked for NaN and Inf
+            with self.graph.unchecked():  # the clean pass was checked, or bounded (`bounds`)
                 gradients = self._input_gradients(points, targets_of(n))[0]
             return weight * gradients  # (B, K, H, W, 3)
 

@@ -104,7 +104,8 @@ class Perturbation(ClassExplainer):
 
     def _logits(self, x):
         """Logits of perturbed images; unchecked (8% of a SqueezeNet pass): the clean pass checked
-        every layer for NaN and Inf, and a NaN that reaches a score reaches the maps, which are checked."""
+        every layer for NaN and Inf (or was bounded, `bounds`), and a NaN that reaches a score
+        reaches the maps, which are checked."""
         with self.graph.unchecked():
             return self.graph.run(self._steps, {self.graph.input_key: x})[self.graph.logits_key]
 

@@ -51,7 +51,7 @@ class ScoreCAM(ChannelPerturbation):
             masked = tf.reshape(
                 tf.gather(flat, images) * masks, (-1, height, width, depth)
             )  # (m * s, H, W, 3)
-            with self.graph.unchecked():  # the clean pass was checked
+            with self.graph.unchecked():  # the clean pass was checked, or bounded (`bounds`)
                 return self.graph.run(steps, {self.graph.input_key: masked})[self.graph.logits_key]
 
         return run

@@ -141,7 +141,7 @@ class SmoothGrad(ClassExplainer):
         patterns = self._patterns(x.shape[1:])
 
         def evaluate(n, s):
-            with self.graph.unchecked():  # the clean pass has checked for NaN and Inf
+            with self.graph.unchecked():  # the clean pass was checked, or bounded (`bounds`)
                 maps = self.method._compute(self._noisy(x, sigma, n, s, patterns), targets_of(n))["maps"]
             return tf.square(maps) if self.squared else maps
 
