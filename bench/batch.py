@@ -7,7 +7,9 @@ On N generated 64x64 PNG files, for each method, in the same run and alternating
     folder loop   lib.dataflow.images.iter_batches then explain(), one after the other (today's scripts)
     local runner  lib.batch.run: a helper process decodes a batch ahead; a thread writes the shards;
                   both move to the idle scheduling class once their work fits in the model's idle time
-Target (issue 15): local runner >= 0.9x the loop. Then, for the first method, the Beam DirectRunner
+Target (issue 15): local runner >= 0.9x the loop. The CPU ceiling beside it is the loop's time against the
+runner's CPU time (its process and its decoding helper) spread over every core: the best ratio that
+work allows, however well it overlaps. Then, for the first method, the Beam DirectRunner
 with 1 worker (in this process) and 2 worker processes, whose start-up and model loading count. Each
 method's cost per million images is projected from the local runner's time per image on this
 machine, at --core-hour-price per core-hour for its cores. Every run includes the first call's
@@ -82,6 +84,12 @@ def runner_seconds(folder, model, method, work, **options):
         shutil.rmtree(out)
 
 
+def cpu_seconds():
+    """CPU time of this process and of its ended children (the runner's decoding helper)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def measure_method(name, subject, folder, images, paths, batch_size, repeats, work):
     """Best-of-`repeats` seconds of the loop, the folder loop and the local runner for one method.
 
@@ -93,11 +101,13 @@ def measure_method(name, subject, folder, images, paths, batch_size, repeats, wo
     method.explain(images[: len(images) % batch_size or batch_size], TopK(1))
     shard_size = max(batch_size, len(images) // 8 // batch_size * batch_size)  # 8 shards: writes overlap
     options = dict(batch_size=batch_size, shard_size=shard_size)
-    best = {"loop": [], "folder loop": [], "local runner": []}
+    best = {"loop": [], "folder loop": [], "local runner": [], "runner cpu": []}
     for _ in range(repeats):  # alternating, so a change in load hits all three alike
         best["loop"].append(timed(lambda: loop(method, images, batch_size)))
         best["folder loop"].append(timed(lambda: folder_loop(method, paths, subject.image_size, batch_size)))
+        cpu = cpu_seconds()
         best["local runner"].append(runner_seconds(folder, subject.model, [method], work, **options))
+        best["runner cpu"].append(cpu_seconds() - cpu)
     return {key: min(values) for key, values in best.items()}
 
 
@@ -113,11 +123,15 @@ def measure_beam(name, model_name, folder, batch_size, work, images):
     }
 
 
-def method_line(name, seconds, images):
-    cells = [f"{key} {images / value:.0f} ({seconds['loop'] / value:.2f}x)" for key, value in seconds.items()]
+def method_line(name, seconds, images, cores):
+    """Throughputs and ratios to the loop, and the CPU ceiling: the loop's time against the runner's CPU
+    time (its process and decoding helper) spread over every core, the best ratio its work allows."""
+    walls = {key: value for key, value in seconds.items() if key != "runner cpu"}
+    cells = [f"{key} {images / value:.0f} ({seconds['loop'] / value:.2f}x)" for key, value in walls.items()]
     ratio = seconds["loop"] / seconds["local runner"]
+    ceiling = seconds["loop"] * cores / seconds["runner cpu"]
     verdict = "ok" if ratio >= TARGET else f"below {TARGET}x"
-    return f"  {name:<16} " + ", ".join(cells) + f"  [local runner {verdict}]"
+    return f"  {name:<16} " + ", ".join(cells) + f"; CPU ceiling {ceiling:.2f}x  [local runner {verdict}]"
 
 
 def beam_lines(beam, images):
@@ -159,7 +173,7 @@ def report(images=2000, batch_size=32, model="shapes_vgg", methods=METHODS, repe
         for name in methods:
             seconds = measure_method(name, subject, folder, pixels, paths, batch_size, repeats, work)
             per_image[name] = seconds["local runner"] / images
-            print(method_line(name, seconds, images))
+            print(method_line(name, seconds, images, cores))
         if beam:
             print(
                 "\n".join(
