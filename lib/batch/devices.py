@@ -78,7 +78,8 @@ class Mirrored:
             return method.explain(images, class_ids)
         ids = parse_class_ids(class_ids, x.shape[0], method._num_classes(class_ids))
         kind, args = ("ids", (x, tf.constant(ids))) if isinstance(ids, np.ndarray) else (ids, (x,))
-        parts = self.strategy.experimental_local_results(self._function(kind)(*self._split(args)))
+        function = self._function(kind, layers_checked=not method._pixel_bound.covers(x))
+        parts = self.strategy.experimental_local_results(function(*self._split(args)))
         self.replicas_used = len(parts)
         joined = {key: np.concatenate([part[key].numpy() for part in parts]) for key in parts[0]}
         return Explanation(layer=method.layer, **joined)
@@ -97,15 +98,19 @@ class Mirrored:
 
         return [slices(arg) for arg in args]
 
-    def _function(self, kind):
-        """strategy.run of the method's pass for `kind`, with its checks, compiled once per kind."""
+    def _function(self, kind, layers_checked):
+        """strategy.run of the method's pass for `kind`, with its checks, compiled once per kind; as in
+        `Explainer._run`, without the per-layer check where the weights' bounds cover the pixels."""
         import tensorflow as tf
 
-        from lib.methods.base import _checked
+        from lib.methods.base import _checked, _without_layer_checks
 
-        if kind not in self._functions:
+        key = (kind, layers_checked)
+        if key not in self._functions:
             step = functools.partial(_checked, self.explainer._traced(kind))
-            self._functions[kind] = tf.function(
+            if not layers_checked:
+                step = functools.partial(_without_layer_checks, self.explainer.graph, step)
+            self._functions[key] = tf.function(
                 lambda *args: self.strategy.run(step, args=args), autograph=False, reduce_retracing=True
             )
-        return self._functions[kind]
+        return self._functions[key]
