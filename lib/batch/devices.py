@@ -15,8 +15,6 @@ To try it on a CPU, split the CPU into logical devices before TensorFlow starts:
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from lib.errors import InputError
@@ -103,13 +101,9 @@ class Mirrored:
         `Explainer._run`, without the per-layer check where the weights' bounds cover the pixels."""
         import tensorflow as tf
 
-        from lib.methods.base import _checked, _without_layer_checks
-
         key = (kind, layers_checked)
         if key not in self._functions:
-            step = functools.partial(_checked, self.explainer._traced(kind))
-            if not layers_checked:
-                step = functools.partial(_without_layer_checks, self.explainer.graph, step)
+            step = self.explainer._checked_pass(kind, layers_checked)
             self._functions[key] = tf.function(
                 lambda *args: self.strategy.run(step, args=args), autograph=False, reduce_retracing=True
             )

@@ -220,10 +220,14 @@ class Explainer:
         flow on tensors, and converting a user's hook or class_ids callable would only cost tracing
         time and warn where its source cannot be read (a notebook's lambdas).
         """
+        return tf.function(
+            self._checked_pass(kind, layers_checked), input_signature=input_signature, autograph=False
+        )
+
+    def _checked_pass(self, kind, layers_checked):
+        """`_traced(kind)` with its results checked; without the per-layer check unless `layers_checked`."""
         traced = functools.partial(_checked, self._traced(kind))
-        if not layers_checked:
-            traced = functools.partial(_without_layer_checks, self.graph, traced)
-        return tf.function(traced, input_signature=input_signature, autograph=False)
+        return traced if layers_checked else functools.partial(_without_layer_checks, self.graph, traced)
 
     @functools.cached_property
     def _pixel_bound(self):
