@@ -14,6 +14,7 @@ from PIL import Image
 
 from lib.batch import decoding, local, sources
 from lib.batch.job import Spec
+from lib.dataflow.images import load_images
 from lib.dataflow.shapes import write_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +58,30 @@ def test_helper_batches_equal_decoding_in_line_bit_for_bit(source):
             assert np.array_equal(ok, want_ok) and list(reasons) == list(want_reasons), number
             unreadable += [reason.decode() for reason in reasons if reason]
     assert len(unreadable) == 1 and "cannot read image" in unreadable[0] and "00001b.png" in unreadable[0]
+
+
+@pytest.mark.parametrize("size", [(64, 64), SIZE])
+def test_pixels_equal_the_image_readers_at_and_off_the_files_size(source, size):
+    paths = [item for item in source.items if not str(item).endswith("00001b.png")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        decoded = [sources.decode(path, size, crop=True) for path in paths]
+        want = load_images(paths, size=size, crop=True).images
+    # at 64x64 the generated PNGs need no resize and come back as read (uint8); the 30x40 JPEG is resized
+    kinds = {image.dtype.name for image in decoded}
+    assert kinds == ({"uint8", "float32"} if size == (64, 64) else {"float32"})
+    assert np.array_equal(np.stack(decoded).astype(np.float32), want)
+
+
+def test_the_helper_imports_neither_pyarrow_nor_tensorflow():
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "from lib.batch import decoding\n"
+        "print(sorted({'pyarrow', 'tensorflow', 'keras', 'apache_beam'} & set(sys.modules)))\n"
+    )  # any of them would add seconds and hundreds of MB to every job's start
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.strip() == "[]"
 
 
 def test_two_batches_in_flight_stay_apart_and_in_order(source):

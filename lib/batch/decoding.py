@@ -209,13 +209,14 @@ def decode_into(images, items, names, size, crop) -> tuple[list[bool], list[str]
     """
     ok, reasons = [False] * len(items), [""] * len(items)
     for i, (item, name) in enumerate(zip(items, names, strict=True)):
-        images[i] = 0.0  # a reused slot holds another batch's images
         if item is None:
+            images[i] = 0.0  # a reused slot holds another batch's images
             continue
         try:
             images[i] = sources.decode(item, size, crop, name)
             ok[i] = True
         except (InputError, MissingFileError) as err:
+            images[i] = 0.0
             reasons[i] = str(err)
     return ok, reasons
 
