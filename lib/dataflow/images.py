@@ -305,8 +305,8 @@ def _resample(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     Each product applies a matrix with a few weights per row along one axis (the height axis is the
     first, so its product needs no transpose). The height pass comes last when the image grows, so
     the large result needs no transpose, and first when it shrinks, so the large input is read once,
-    in order. Against Pillow's float resampling of one channel at a time (within 1e-4 of it): 64x64
-    to 227x227 2.7x faster, 500x375 1.2x, 4000x3000 10x.
+    in order. Against Pillow's float resampling of one channel at a time (within 2e-4 of it), to
+    227x227 or 224x224: from 64x64 11x faster, from 500x375 3.2x, from 4000x3000 14x.
     """
     rows, cols, channels = pixels.shape
     if rows * cols > height * width:
@@ -321,7 +321,15 @@ def _resample(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _swap_first_axes(array: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(array.transpose(1, 0, 2))
+    """A C-contiguous copy of (A, B, C) `array` as (B, A, C), one channel plane at a time.
+
+    numpy's copy of `array.transpose(1, 0, 2)` steps through the image 3 values at a time, which
+    took 1.2 ms for (227, 500, 3); a plane's 2-D transpose is copied in blocks (0.26 ms for all three).
+    """
+    swapped = np.empty((array.shape[1], array.shape[0], array.shape[2]), array.dtype)
+    for channel in range(array.shape[2]):
+        swapped[:, :, channel] = array[:, :, channel].T
+    return swapped
 
 
 @functools.lru_cache(maxsize=64)
