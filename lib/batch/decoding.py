@@ -39,6 +39,11 @@ from lib.errors import InputError, MissingFileError
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding `lib`, for the helper's imports
 READY = b"ready"  # the helper's first message
 HELPER = "import json, sys; from lib.batch import decoding; decoding.serve(json.loads(sys.argv[1]))"
+# Bytes of freed memory glibc keeps at the top of the helper's heap (its MALLOC_TOP_PAD_). By default
+# it gave the heap's top back to the kernel after each photo and took it back, zero-filled, for the
+# next: a 500x375 JPEG resized to 227x227 took 1,550 page faults and 6.9 ms of CPU, against 28 and
+# 3.0 ms with this pad (a helper's whole memory stays under the pad plus one photo's arrays).
+HEAP_PAD = 64 << 20
 
 
 def available() -> bool:
@@ -149,8 +154,11 @@ def _start(memory, shape, crop):
     fds = (memory, request_read, reply_write)
     config = json.dumps({"fds": fds, "shape": shape, "crop": crop})
     environment = dict(
-        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        OPENBLAS_NUM_THREADS="1",  # it decodes on one core; numpy's BLAS threads only cost their start
     )
+    environment.setdefault("MALLOC_TOP_PAD_", str(HEAP_PAD))
     try:
         process = subprocess.Popen(
             [sys.executable, "-c", HELPER, config],
