@@ -1,8 +1,11 @@
 """Speed of lib.batch: the local runner against the in-process method loop, Beam's overhead, 1 vs 2 workers.
 
 Usage: .venv/bin/python bench/batch.py [--images 2000] [--batch-size 32] [--methods grad_cam,cam] [--quick]
+       .venv/bin/python bench/batch.py --files photos --model squeezenet --images 512 --batch-size 16
 
-On N generated 64x64 PNG files, for each method, in the same run and alternating (best of --repeats):
+On N generated 64x64 PNG files (or, with --files photos, N JPEG photos of 500x375, ImageNet validation's
+usual size, cut from the bundled photographs), for each method, in the same run and alternating (best of
+--repeats):
     loop          the method's explain() on batches of in-memory images: compute only, the ceiling
     folder loop   lib.dataflow.images.iter_batches then explain(), one after the other (today's scripts)
     local runner  lib.batch.run: a helper process decodes a batch ahead; a thread writes the shards;
@@ -27,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np
+
 import lib
 
 lib.start_tensorflow()  # before keras: pooled CPU memory, no start-up log on the terminal
@@ -42,6 +47,30 @@ from lib.methods.targets import TopK
 TARGET = 0.9
 CORE_HOUR_PRICE = 0.05  # USD per vCPU-hour, about an on-demand general-purpose cloud VM in 2026
 METHODS = ("grad_cam", "cam", "guided_grad_cam", "saliency")
+FILES = {"shapes": "generated 64x64 PNG files", "photos": "500x375 JPEG photos"}
+PHOTO_SIZE = (500, 375)  # (width, height): ImageNet validation's most common size
+
+
+def write_photo_files(folder, count, seed):
+    """`count` JPEG files (quality 90) of PHOTO_SIZE: random crops of the bundled photos, resized, some
+    mirrored, so that every file differs and decodes like a photo of ImageNet's validation set."""
+    from PIL import Image
+
+    from lib.dataflow import photos
+
+    folder.mkdir(parents=True)
+    rng, names = np.random.default_rng(seed), photos.names()
+    for index in range(count):
+        image = Image.fromarray(photos.load(names[index % len(names)]))
+        scale = rng.uniform(0.6, 1.0)
+        width, height = int(image.width * scale), int(image.height * scale)
+        left, top = rng.integers(0, image.width - width + 1), rng.integers(0, image.height - height + 1)
+        crop = image.crop((left, top, left + width, top + height)).resize(
+            PHOTO_SIZE, Image.Resampling.BILINEAR
+        )
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        crop.save(folder / f"{index:05d}.jpg", quality=90)
 
 
 def parse_args(argv=None):
@@ -51,6 +80,9 @@ def parse_args(argv=None):
     )
     parser.add_argument("--batch-size", type=cli.positive_int, default=32)
     parser.add_argument("--model", default="shapes_vgg", help="a model name of the scripts' --model")
+    parser.add_argument(
+        "--files", choices=FILES, default="shapes", help="64x64 PNG shapes, or 500x375 JPEG photos"
+    )
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated catalog names")
     parser.add_argument("--repeats", type=cli.positive_int, default=2, help="best of this many runs of each")
     parser.add_argument("--core-hour-price", type=float, default=CORE_HOUR_PRICE, help="USD per core-hour")
@@ -154,7 +186,7 @@ def cost_lines(per_image, cores, price):
 
 
 def report(images=2000, batch_size=32, model="shapes_vgg", methods=METHODS, repeats=2, beam=True,
-           core_hour_price=CORE_HOUR_PRICE):  # fmt: skip
+           core_hour_price=CORE_HOUR_PRICE, files="shapes"):  # fmt: skip
     """Prints the batch-job section: throughputs, ratios, Beam's overhead, cost per million images."""
     import warnings
 
@@ -162,11 +194,14 @@ def report(images=2000, batch_size=32, model="shapes_vgg", methods=METHODS, repe
     subject, cores = cli.load_subject(model), os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as work:
         folder = Path(work) / "images"
-        write_image_folder(folder, images, seed=2026)
+        if files == "photos":
+            write_photo_files(folder, images, seed=2026)
+        else:
+            write_image_folder(folder, images, seed=2026)
         paths = list_images(folder)
         pixels = load_images(paths, size=subject.image_size).images
         print(
-            f"batch jobs: {model}, {images} generated 64x64 PNG files read at {subject.image_size}, batch "
+            f"batch jobs: {model}, {images} {FILES[files]} read at {subject.image_size}, batch "
             f"{batch_size}, {cores} cores, best of {repeats}; images/s (ratio to the in-memory loop)"
         )
         per_image = {}
@@ -195,6 +230,7 @@ def main(args):
         args.repeats,
         not args.no_beam,
         args.core_hour_price,
+        args.files,
     )
     return 0
 

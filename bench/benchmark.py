@@ -56,6 +56,7 @@ CLASSES_K3 = [0, 1, 2]
 LOAD_TIME_LIMIT = 10.0  # seconds, issue 3
 FEATURE_VIZ_REPEATS = 7  # rounds of one optimisation step (issue 14), then one full 512-step run
 FEATURE_VIZ_BATCH = 16
+PHOTO_JOB_IMAGES = 512  # JPEG photos of the batch-job section's second part, SqueezeNet at batch 16
 FAMILY_REPEATS = 3  # rounds of the issue-12 methods (Score-CAM alone is 512 forward passes a call)
 LOOP_MODEL = "shapes_vgg"
 LOOP_WARM_UP = 100  # calls before the resident set size is first read
@@ -373,6 +374,11 @@ def report_batch(args):
     print(flush=True)
     methods = ("grad_cam",) if args.quick else ("grad_cam", "cam", "guided_grad_cam", "saliency")
     report(images=args.batch_images, methods=methods, repeats=1 if args.quick else 2, beam=not args.quick)
+    if not args.quick:  # the job the issue names, ImageNet-sized photos before an ImageNet network
+        print(flush=True)
+        photos = min(args.batch_images, PHOTO_JOB_IMAGES)
+        methods = ("grad_cam", "guided_grad_cam")
+        report(photos, 16, "squeezenet", methods, repeats=2, beam=False, files="photos")
 
 
 def report_families(repeats):
