@@ -56,24 +56,6 @@ def test_a_refused_move_leaves_the_work_at_the_normal_priority(monkeypatch):
     assert background.idle_priority() is False
 
 
-@pytest.mark.parametrize(
-    "idle, decoding, writing, moves",
-    [
-        (3.19, 2.40, 0.44, False),  # 500x375 JPEG photos before SqueezeNet: 0.69x idle, 0.85x normal
-        (3.97, 3.14, 0.71, False),
-        (0.71, 0.31, 0.04, True),  # 64x64 PNG files before shapes_vgg
-        (2.08, 0.77, 0.56, True),  # 64x64 PNG files upsized before SqueezeNet
-        (1.00, 0.00, 1.00, True),  # no helper (decoding in line): the writing alone, against the idle time
-        (0.99, 0.00, 1.00, False),
-        (1.50, 0.50, 0.75, True),  # 1.25 against 1.5 less half the helper's 0.5
-        (1.49, 0.50, 0.75, False),
-    ],
-)
-def test_idle_time_the_helper_took_beside_the_model_counts_half(idle, decoding, writing, moves):
-    """Measured jobs (ms an image), and the edge: the helper's time counts half against the idle time."""
-    assert background.fits(idle, decoding, writing) is moves
-
-
 def test_model_load_gives_the_idle_core_time_per_image():
     asleep, busy = background.ModelLoad(), background.ModelLoad()
     for seconds in (0.2, 0.05, 0.05):  # the first batch, as if tracing, is not kept

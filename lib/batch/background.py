@@ -12,7 +12,7 @@ That pays only while the gaps can hold the work. A job whose decoding outgrows t
 before a small model) would then decode only while the model waits for it, one thing after the
 other, where the normal priority shares the cores. So the runner measures the first shards (the
 model's CPU use with `ModelLoad`, the helper's and writer's CPU time) and moves them to the idle
-class only if their work per image fits in the core time the model leaves idle per image (`fits`). The move
+class only if their work per image fits in the core time the model leaves idle per image. The move
 is one way: an unprivileged process cannot leave the idle class.
 """
 
@@ -41,21 +41,6 @@ def idle_priority(thread_id: int = 0) -> bool:
 def in_idle_class(thread_id: int = 0) -> bool:
     """Whether a thread (its native id; 0: the calling thread) is in the idle class."""
     return hasattr(os, "SCHED_IDLE") and os.sched_getscheduler(thread_id) == os.SCHED_IDLE
-
-
-def fits(idle: float, decoding: float, writing: float) -> bool:
-    """Whether the helper's decoding and the writer's writing fit in the model's idle core time.
-
-    All three are seconds per image: `idle` from `ModelLoad.idle_per_image`, measured while the helper
-    decodes beside the model at the normal priority. So `idle` includes the core time the helper took
-    meanwhile, and about half of that came out of the model's own (the helper shares the cores with
-    the model's threads), time the model does not leave idle when it runs alone; it is taken off.
-    Counting it in full moved 500x375 JPEG photos before SqueezeNet (decoding 2.4-3.1 ms, writing
-    0.4-0.7 ms, `idle` 3.2-4.0 ms) to the idle class, where the runner read 0.69x of the in-memory
-    loop against 0.85x at the normal priority (means of 4 interleaved rounds); 64x64 PNG files
-    before `shapes_vgg` (0.3, 0.04 and 0.7 ms) or SqueezeNet (0.8, 0.6 and 2.1-2.7 ms) still move.
-    """
-    return decoding + writing <= idle - decoding / 2
 
 
 def cores() -> int:

@@ -179,7 +179,7 @@ class Scheduling:
         if future.exception() is not None or not images or idle_time is None or not counted:
             return
         decoding = self.helper.cpu_seconds / self.helper.images if self.helper is not None else 0.0
-        self.idle = background.fits(idle_time, decoding, future.result() / images)
+        self.idle = decoding + future.result() / images <= idle_time
         if self.idle:
             if self.helper is not None:
                 self.helper.to_idle_class()
